@@ -1,0 +1,159 @@
+//! One client socket's state: its phase (HTTP, WebSocket, closing), the bytes
+//! read but not yet handled, and a bounded write queue.
+//!
+//! Memory: an idle connection holds no buffers. Bytes are read into the event
+//! loop's shared scratch buffer and handled there; only an incomplete tail is
+//! copied into `pending`, which is freed as soon as it is handled. The write
+//! queue holds shared frames (`Rc<[u8]>`), so a broadcast costs a pointer per
+//! recipient, and is written with one `writev` per turn.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::rc::Rc;
+
+use mio::net::TcpStream;
+
+use crate::websocket::Decoder;
+
+/// Most slices handed to one `writev` call.
+const MAX_IOV: usize = 64;
+
+#[derive(Debug)]
+pub enum Chunk {
+    Shared(Rc<[u8]>),
+    Owned(Vec<u8>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Shared(b) => b,
+            Chunk::Owned(b) => b,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Phase {
+    /// Reading HTTP requests (keep-alive) until one upgrades.
+    Http,
+    /// A WebSocket known to the hub; `max_message` is its app's limit.
+    WebSocket {
+        decoder: Decoder,
+        max_message: usize,
+    },
+    /// Flushing the last bytes; then the write side is shut and input is
+    /// drained until EOF or the deadline.
+    Closing,
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    pub stream: TcpStream,
+    pub phase: Phase,
+    /// Unhandled input (an incomplete request or frame). Empty when idle.
+    pub pending: Vec<u8>,
+    out: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    out_offset: usize,
+    out_bytes: usize,
+    /// Last known writability (mio is edge-triggered).
+    pub writable: bool,
+    /// In the loop's dirty list, to be flushed at the end of this turn.
+    pub dirty: bool,
+    /// Deadline (loop clock, ms) for the current request or the close; 0 = none.
+    pub deadline: u64,
+    /// Tells timer entries for a reused slot apart.
+    pub serial: u64,
+    /// The write side has been shut down (after a close).
+    pub write_shut: bool,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, serial: u64, deadline: u64) -> Conn {
+        Conn {
+            stream,
+            phase: Phase::Http,
+            pending: Vec::new(),
+            out: VecDeque::new(),
+            out_offset: 0,
+            out_bytes: 0,
+            writable: false,
+            dirty: false,
+            deadline,
+            serial,
+            write_shut: false,
+        }
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.out_bytes
+    }
+
+    pub fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing)
+    }
+
+    pub fn push(&mut self, chunk: Chunk) {
+        let len = chunk.bytes().len();
+        if len == 0 || self.write_shut {
+            return;
+        }
+        self.out_bytes += len;
+        self.out.push_back(chunk);
+    }
+
+    /// Drop everything queued (a slow reader being disconnected).
+    pub fn clear_queue(&mut self) {
+        self.out.clear();
+        self.out = VecDeque::new();
+        self.out_offset = 0;
+        self.out_bytes = 0;
+    }
+
+    /// Write as much of the queue as the socket takes. `Ok(true)` when the
+    /// queue is empty afterwards.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        while !self.out.is_empty() {
+            if !self.writable {
+                return Ok(false);
+            }
+            let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (i, chunk) in self.out.iter().take(MAX_IOV).enumerate() {
+                let b = chunk.bytes();
+                iov[i] = IoSlice::new(if i == 0 { &b[self.out_offset..] } else { b });
+                n += 1;
+            }
+            match self.stream.write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(mut written) => {
+                    self.out_bytes -= written;
+                    while written > 0 {
+                        let Some(front) = self.out.front() else { break };
+                        let left = front.bytes().len() - self.out_offset;
+                        if written >= left {
+                            written -= left;
+                            self.out_offset = 0;
+                            self.out.pop_front();
+                        } else {
+                            self.out_offset += written;
+                            written = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out.capacity() > 16 {
+            // give back the memory of a burst
+            self.out = VecDeque::new();
+        }
+        Ok(true)
+    }
+}

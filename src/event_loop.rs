@@ -1,0 +1,676 @@
+//! The only module that calls mio: one `Poll`, the listener, the client
+//! sockets, signals and timers. It reads bytes, hands them to the HTTP
+//! parser, the WebSocket decoder and the Pusher hub, and carries out what the
+//! hub asks (queue frames, close sockets).
+//!
+//! Rules it keeps:
+//! - accept and read until `WouldBlock`, but give one connection at most
+//!   `READ_BUDGET` bytes per turn; the rest waits for the next turn, so a
+//!   flood from one client cannot starve the others;
+//! - sockets are registered once for read and write; writability is
+//!   remembered (edge-triggered) and queued output is flushed with one
+//!   `writev` per connection at the end of each turn;
+//! - every incomplete request has a deadline, every close has a deadline,
+//!   and a client whose write queue passes the limit is dropped with 4100.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::Config;
+use crate::conn::{Chunk, Conn, Phase};
+use crate::http::{self, Parse, Request, Response};
+use crate::pusher::{ConnId, Hub, Output, errors};
+use crate::websocket::{self, Event, Step};
+use crate::{api, log_debug, log_error, log_info, log_warn};
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// Bytes read from one connection per turn before others get their go.
+const READ_BUDGET: usize = 256 * 1024;
+/// Size of the shared read buffer.
+const SCRATCH: usize = 64 * 1024;
+/// How long a closing connection may take to say goodbye.
+const CLOSE_TIMEOUT_MS: u64 = 2_000;
+/// How long shutdown waits for clients to take their close frames.
+const SHUTDOWN_GRACE_MS: u64 = 2_000;
+/// Pause accepting this long when out of file descriptors.
+const ACCEPT_BACKOFF_MS: u64 = 100;
+
+pub struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    signals: Signals,
+    cfg: Config,
+    hub: Hub,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    next_serial: u64,
+    /// Loop deadlines: (when, conn, serial); stale entries are skipped.
+    timers: BinaryHeap<Reverse<(u64, ConnId, u64)>>,
+    /// Connections with queued output to flush this turn.
+    dirty: Vec<ConnId>,
+    /// Connections that used their read budget and still have input.
+    more_to_read: Vec<ConnId>,
+    scratch: Vec<u8>,
+    start: Instant,
+    accept_paused_until: Option<u64>,
+    shutting_down: Option<u64>,
+}
+
+/// Bind the listener and build the server; the caller prints the address.
+pub fn bind(cfg: Config) -> io::Result<Server> {
+    let addr: SocketAddr = cfg
+        .bind_address()
+        .parse()
+        .or_else(|_| {
+            use std::net::ToSocketAddrs;
+            cfg.bind_address()
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| io::Error::other("no address"))
+        })
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot resolve {}: {e}", cfg.bind_address()),
+            )
+        })?;
+    let mut listener = TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)?;
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ (u64::from(std::process::id()) << 32);
+    let hub = Hub::new(cfg.apps.clone(), seed, cfg.debug);
+    Ok(Server {
+        poll,
+        listener,
+        signals,
+        cfg,
+        hub,
+        conns: Vec::new(),
+        free: Vec::new(),
+        next_serial: 1,
+        timers: BinaryHeap::new(),
+        dirty: Vec::new(),
+        more_to_read: Vec::new(),
+        scratch: vec![0; SCRATCH],
+        start: Instant::now(),
+        accept_paused_until: None,
+        shutting_down: None,
+    })
+}
+
+impl Server {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Run until SIGTERM or SIGINT has closed every connection.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    SIGNALS => self.signal(),
+                    Token(t) => {
+                        let id = t - FIRST_CONN;
+                        if event.is_writable()
+                            && let Some(c) = self.conn_mut(id)
+                        {
+                            c.writable = true;
+                            self.mark_dirty(id);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(id);
+                        }
+                    }
+                }
+            }
+            for id in std::mem::take(&mut self.more_to_read) {
+                self.read(id);
+            }
+            let now = self.now();
+            self.expire(now);
+            self.hub.handle_timeout(now);
+            self.drain_hub();
+            self.flush_dirty();
+            if let Some(since) = self.shutting_down {
+                let open = self.conns.iter().flatten().count();
+                if open == 0 || now >= since + SHUTDOWN_GRACE_MS {
+                    log_info!("shutdown complete ({open} connections still open were dropped)");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.more_to_read.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = self.now();
+        let mut next = [
+            self.timers.peek().map(|Reverse((t, _, _))| *t),
+            self.hub.poll_timeout(),
+            self.accept_paused_until,
+            self.shutting_down.map(|s| s + SHUTDOWN_GRACE_MS),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
+        next = next.max(now);
+        // +1 ms so we wake after the deadline, not just before it
+        Some(Duration::from_millis(next - now + 1))
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(id).and_then(Option::as_mut)
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    fn set_deadline(&mut self, id: ConnId, at: u64) {
+        if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) {
+            c.deadline = at;
+            self.timers.push(Reverse((at, id, c.serial)));
+        }
+    }
+
+    // ---- accept -------------------------------------------------------------
+
+    fn accept(&mut self) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        if let Some(until) = self.accept_paused_until {
+            if self.now() < until {
+                return;
+            }
+            self.accept_paused_until = None;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let id = self.free.pop().unwrap_or_else(|| {
+                        self.conns.push(None);
+                        self.conns.len() - 1
+                    });
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        Token(id + FIRST_CONN),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        log_warn!("cannot register a new connection: {e}");
+                        self.free.push(id);
+                        continue;
+                    }
+                    let serial = self.next_serial;
+                    self.next_serial += 1;
+                    self.conns[id] = Some(Conn::new(stream, serial, 0));
+                    let deadline = self.now() + self.cfg.request_timeout * 1000;
+                    self.set_deadline(id, deadline);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: try again shortly, with the
+                    // listener's backlog holding the callers meanwhile.
+                    log_warn!(
+                        "accept failed: {e}; raise the open files limit (ulimit -n) if this repeats"
+                    );
+                    self.accept_paused_until = Some(self.now() + ACCEPT_BACKOFF_MS);
+                    return;
+                }
+            }
+        }
+    }
+
+    // ---- signals ------------------------------------------------------------
+
+    fn signal(&mut self) {
+        let mut stop = false;
+        for sig in self.signals.pending() {
+            if sig == SIGTERM || sig == SIGINT {
+                stop = true;
+            }
+        }
+        if stop && self.shutting_down.is_none() {
+            log_info!("signal received: closing every connection with 4200 and stopping");
+            let now = self.now();
+            self.shutting_down = Some(now);
+            let _ = self.poll.registry().deregister(&mut self.listener);
+            self.hub.shutdown(now);
+            self.drain_hub();
+            // HTTP connections are simply closed.
+            for id in 0..self.conns.len() {
+                if matches!(self.conns[id].as_ref().map(|c| &c.phase), Some(Phase::Http)) {
+                    self.begin_close(id, now);
+                }
+            }
+        }
+    }
+
+    // ---- reading ------------------------------------------------------------
+
+    fn read(&mut self, id: ConnId) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+                return;
+            };
+            if budget == 0 {
+                self.more_to_read.push(id);
+                return;
+            }
+            let want = budget.min(self.scratch.len());
+            match c.stream.read(&mut self.scratch[..want]) {
+                Ok(0) => {
+                    self.drop_conn(id);
+                    return;
+                }
+                Ok(n) => {
+                    budget -= n;
+                    if !self.handle_bytes(id, n) {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_conn(id);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handle `n` fresh bytes in the scratch buffer. Returns false when the
+    /// connection is gone or no more input should be read now.
+    fn handle_bytes(&mut self, id: ConnId, n: usize) -> bool {
+        let now = self.now();
+        let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+            return false;
+        };
+        if c.is_closing() {
+            return true; // discard while waiting for EOF
+        }
+        // Work on the scratch buffer directly when nothing is pending.
+        let mut buf = std::mem::take(&mut c.pending);
+        let from_scratch = buf.is_empty();
+        if from_scratch {
+            buf = std::mem::take(&mut self.scratch);
+        } else {
+            buf.extend_from_slice(&self.scratch[..n]);
+        }
+        let len = if from_scratch { n } else { buf.len() };
+        let used = self.process(id, &mut buf[..len], now);
+        let alive = self.conns.get(id).is_some_and(Option::is_some);
+        if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut)
+            && !c.is_closing()
+            && used < len
+        {
+            c.pending = buf[used..len].to_vec();
+        }
+        if from_scratch {
+            self.scratch = buf;
+        }
+        self.drain_hub();
+        alive
+    }
+
+    /// Run the parsers over `buf`; returns how many bytes were consumed.
+    fn process(&mut self, id: ConnId, buf: &mut [u8], now: u64) -> usize {
+        let mut used = 0;
+        loop {
+            let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+                return used;
+            };
+            match &mut c.phase {
+                Phase::Closing => return buf.len(),
+                Phase::Http => match http::parse(&buf[used..], self.cfg.max_request_size) {
+                    Parse::Incomplete => return used,
+                    Parse::Error(e) => {
+                        log_debug!("bad HTTP request: {e}");
+                        let resp = Response::text(e.status(), e.message());
+                        self.respond(id, resp, true, now);
+                        return buf.len();
+                    }
+                    Parse::Complete(req, n) => {
+                        used += n;
+                        self.request(id, req, now);
+                    }
+                },
+                Phase::WebSocket {
+                    decoder,
+                    max_message,
+                } => {
+                    let max = *max_message;
+                    match decoder.decode(&mut buf[used..], max) {
+                        Ok(Step::Incomplete) => return used,
+                        Ok(Step::Frame { used: n, event }) => {
+                            if let Some(event) = event {
+                                self.ws_event(id, event, now);
+                            }
+                            used += n;
+                        }
+                        Err(e) => {
+                            log_debug!("WebSocket error: {e}");
+                            self.hub.close(now, id);
+                            self.close_ws(id, e.close_code(), e.reason(), now);
+                            return buf.len();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn ws_event(&mut self, id: ConnId, event: Event<'_>, now: u64) {
+        match event {
+            Event::Text(text) => self.hub.message(now, id, &text),
+            // Reverb hands binary frames to the same handler; they are not
+            // Pusher messages, so the hub answers 4200 unless they are JSON.
+            Event::Binary(bytes) => match std::str::from_utf8(&bytes) {
+                Ok(text) => self.hub.message(now, id, text),
+                Err(_) => self.hub.message(now, id, ""),
+            },
+            Event::Ping(payload) => {
+                let pong = websocket::pong_frame(payload);
+                self.queue(id, Chunk::Owned(pong));
+                self.hub.control(now, id);
+            }
+            Event::Pong => self.hub.control(now, id),
+            Event::Close(code, _reason) => {
+                // Echo the close (RFC 6455 5.5.1) and forget the connection.
+                self.hub.close(now, id);
+                let code = match code {
+                    Some(c)
+                        if (1000..5000).contains(&c) && ![1004, 1005, 1006, 1015].contains(&c) =>
+                    {
+                        c
+                    }
+                    Some(_) => websocket::close_code::PROTOCOL_ERROR,
+                    None => websocket::close_code::NORMAL,
+                };
+                self.close_ws(id, code, "", now);
+            }
+        }
+        self.drain_hub();
+    }
+
+    // ---- HTTP ---------------------------------------------------------------
+
+    fn request(&mut self, id: ConnId, req: Request, now: u64) {
+        log_debug!("HTTP {} {}", req.method, req.path);
+        let keep_alive = req.keep_alive() && self.shutting_down.is_none();
+        let prefix = self.cfg.path.as_str();
+        let path = match req.path.strip_prefix(prefix) {
+            Some(rest) if rest.starts_with('/') => rest.to_string(),
+            _ => return self.respond(id, Response::text(404, "Not found."), !keep_alive, now),
+        };
+        if path == "/up" {
+            let resp = if req.method == "GET" || req.method == "HEAD" {
+                Response::json(200, r#"{"health":"OK"}"#)
+            } else {
+                Response::text(405, "Method not allowed.").header("Allow", "GET")
+            };
+            return self.respond(id, resp, !keep_alive, now);
+        }
+        if let Some(key) = path.strip_prefix("/app/") {
+            if key.is_empty() || key.contains('/') {
+                return self.respond(id, Response::text(404, "Not found."), !keep_alive, now);
+            }
+            return match websocket::handshake(&req) {
+                Err(resp) => self.respond(id, resp, !keep_alive, now),
+                Ok(bytes) => self.upgrade(id, &req, key, bytes, now),
+            };
+        }
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let (endpoint, resp) = api::handle(&req, &path, &mut self.hub, now, unix);
+        if resp.status >= 400 {
+            log_debug!(
+                "API {} {} -> {} {}",
+                req.method,
+                endpoint.map_or("unknown", api::Endpoint::label),
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            );
+        }
+        self.respond(id, resp, !keep_alive, now);
+    }
+
+    fn respond(&mut self, id: ConnId, resp: Response, close: bool, now: u64) {
+        self.queue(id, Chunk::Owned(resp.to_bytes(close)));
+        if close {
+            self.begin_close(id, now);
+        } else {
+            // the next request on this keep-alive connection gets a fresh deadline
+            self.set_deadline(id, now + self.cfg.request_timeout * 1000);
+        }
+    }
+
+    fn upgrade(&mut self, id: ConnId, req: &Request, key: &str, handshake: Vec<u8>, now: u64) {
+        self.queue(id, Chunk::Owned(handshake));
+        if let Some(c) = self.conn_mut(id) {
+            c.deadline = 0; // the hub's ping/prune takes over
+            c.phase = Phase::WebSocket {
+                decoder: Default::default(),
+                max_message: 0,
+            };
+        }
+        let origin = req.header("origin");
+        if let Some(opened) = self.hub.open(now, id, key, origin)
+            && let Some(Conn {
+                phase: Phase::WebSocket { max_message, .. },
+                ..
+            }) = self.conn_mut(id)
+        {
+            *max_message = opened.max_message_size;
+        }
+        self.drain_hub();
+    }
+
+    // ---- output ---------------------------------------------------------------
+
+    fn queue(&mut self, id: ConnId, chunk: Chunk) {
+        let limit = self.cfg.write_queue_limit;
+        let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        c.push(chunk);
+        let over = c.queued_bytes() > limit && !c.is_closing();
+        self.mark_dirty(id);
+        if over {
+            log_warn!("a client stopped reading: over {limit} bytes queued; closing it with 4100");
+            if let Some(c) = self.conn_mut(id) {
+                c.clear_queue();
+            }
+            let now = self.now();
+            if matches!(
+                self.conns[id].as_ref().map(|c| &c.phase),
+                Some(Phase::WebSocket { .. })
+            ) {
+                self.hub.kick(now, id, errors::OVER_CAPACITY);
+            } else {
+                self.begin_close(id, now);
+            }
+        }
+    }
+
+    /// Carry out the hub's outputs.
+    fn drain_hub(&mut self) {
+        while let Some(out) = self.hub.poll_output() {
+            match out {
+                Output::Send(id, frame) => self.queue(id, Chunk::Shared(frame)),
+                Output::Close(id, code, reason) => {
+                    let now = self.now();
+                    self.close_ws(id, code, reason, now);
+                }
+            }
+        }
+    }
+
+    /// Queue a close frame and start closing.
+    fn close_ws(&mut self, id: ConnId, code: u16, reason: &str, now: u64) {
+        if self
+            .conns
+            .get(id)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| !c.is_closing())
+        {
+            self.queue(id, Chunk::Owned(websocket::close_frame(code, reason)));
+            self.begin_close(id, now);
+        }
+    }
+
+    /// After the queue is flushed the write side is shut; input is drained
+    /// until EOF or the close deadline.
+    fn begin_close(&mut self, id: ConnId, now: u64) {
+        if let Some(c) = self.conn_mut(id) {
+            if c.is_closing() {
+                return;
+            }
+            c.phase = Phase::Closing;
+            c.pending = Vec::new();
+        } else {
+            return;
+        }
+        self.set_deadline(id, now + CLOSE_TIMEOUT_MS);
+        self.mark_dirty(id);
+    }
+
+    fn flush_dirty(&mut self) {
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+                continue;
+            };
+            c.dirty = false;
+            match c.flush() {
+                Ok(true) if c.is_closing() && !c.write_shut => {
+                    c.write_shut = true;
+                    let _ = c.stream.shutdown(Shutdown::Write);
+                }
+                Ok(_) => {}
+                Err(_) => self.drop_conn(id),
+            }
+        }
+    }
+
+    fn expire(&mut self, now: u64) {
+        while let Some(&Reverse((at, id, serial))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(c) = self.conns.get(id).and_then(Option::as_ref) else {
+                continue;
+            };
+            if c.serial != serial || c.deadline != at {
+                continue; // a newer deadline replaced this one
+            }
+            match c.phase {
+                Phase::Closing => self.drop_conn(id),
+                Phase::Http => {
+                    log_debug!("HTTP request timed out");
+                    let resp = Response::text(408, "Request timeout.");
+                    self.respond(id, resp, true, now);
+                }
+                Phase::WebSocket { .. } => {}
+            }
+        }
+    }
+
+    /// Forget a socket now (EOF, error, or the close deadline passed).
+    fn drop_conn(&mut self, id: ConnId) {
+        let now = self.now();
+        if let Some(mut c) = self.conns.get_mut(id).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.free.push(id);
+            self.hub.close(now, id);
+            self.drain_hub();
+        }
+    }
+}
+
+/// Raise the open-files soft limit to the hard limit; returns (old soft, new soft, hard).
+pub fn raise_nofile_limit() -> io::Result<(u64, u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass, which is a valid,
+    // properly aligned `rlimit` that lives for the whole call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let old = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        let new = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass, valid for the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim = new;
+    }
+    Ok((old, lim.rlim_cur, lim.rlim_max))
+}
+
+/// Write the start line to stdout and flush it, so a supervisor or a test
+/// reading the first line sees it at once.
+pub fn announce(addr: SocketAddr, cfg: &Config) {
+    let mut line = format!("revurb: listening on {addr}");
+    if !cfg.path.is_empty() {
+        line.push_str(&format!(" (path {})", cfg.path));
+    }
+    if let Some(h) = &cfg.hostname {
+        line.push_str(&format!(" ({h})"));
+    }
+    let mut out = io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+        log_error!("cannot write the start line to stdout");
+    }
+}
