@@ -7,6 +7,8 @@ use std::ffi::OsString;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Start,
+    /// Print the effective configuration and where each value came from.
+    Config,
     Help,
     Version,
 }
@@ -18,6 +20,7 @@ pub struct Flags {
     pub port: Option<String>,
     pub path: Option<String>,
     pub hostname: Option<String>,
+    pub config: Option<String>,
     pub debug: bool,
 }
 
@@ -49,7 +52,16 @@ pub const FLAGS: &[(&str, &str, &str)] = &[
         "HOST",
         "public host name, shown in the start line (env REVERB_HOST)",
     ),
-    ("--debug", "", "log every message to stderr"),
+    (
+        "--config",
+        "FILE",
+        "JSON configuration file (default ./revurb.json when present)",
+    ),
+    (
+        "--debug",
+        "",
+        "log every message to stderr (env REVERB_DEBUG)",
+    ),
 ];
 
 /// Top-level options that are not `start` flags.
@@ -61,9 +73,11 @@ pub const GLOBAL_FLAGS: &[(&str, &str)] = &[
 pub fn usage() -> String {
     let mut s = String::from(
         "revurb: a Pusher-protocol WebSocket server (a port of Laravel Reverb)\n\n\
-         Usage:\n  revurb start [OPTIONS]\n  revurb --help\n  revurb --version\n\n\
-         Commands:\n  start    run the server in the foreground\n  help     print this help\n\n\
-         Options for start:\n",
+         Usage:\n  revurb start [OPTIONS]\n  revurb config [OPTIONS]\n  revurb --help\n  revurb --version\n\n\
+         Commands:\n  start    run the server in the foreground\n  \
+         config   print the effective configuration (secrets masked) and where each value came from\n  \
+         help     print this help\n  version  print the version\n\n\
+         Options for start and config:\n",
     );
     for (flag, value, help) in FLAGS {
         let left = if value.is_empty() {
@@ -113,6 +127,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             Value(v) if command.is_none() => {
                 command = Some(match v.to_str() {
                     Some("start") => Command::Start,
+                    Some("config") => Command::Config,
                     Some("help") => Command::Help,
                     Some("version") => Command::Version,
                     _ => return Err(format!("unknown command {v:?}; try `revurb --help`")),
@@ -122,6 +137,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             Long("port") => flags.port = Some(value(&mut parser, "--port")?),
             Long("path") => flags.path = Some(value(&mut parser, "--path")?),
             Long("hostname") => flags.hostname = Some(value(&mut parser, "--hostname")?),
+            Long("config") => flags.config = Some(value(&mut parser, "--config")?),
             Long("debug") => flags.debug = true,
             other => return Err(format!("{}; try `revurb --help`", other.unexpected())),
         }

@@ -1,9 +1,20 @@
-//! The effective configuration: built-in defaults, then the environment
-//! (`REVERB_*`, as Laravel Reverb reads them), then command-line flags,
-//! validated into one [`Config`]. Errors name the variable or flag at fault.
+//! The effective configuration, one story. Each option has one name in the
+//! JSON file and one environment variable (and some a CLI flag). Precedence,
+//! highest first: CLI flags, `--config FILE`, environment variables, `.env`
+//! in the working directory, `./revurb.json`, built-in defaults.
 //!
-//! Values follow Laravel's `env()` casts: `null`, `(null)` and the empty
-//! string mean "not set".
+//! Apps come whole from the highest source that defines any: the `--config`
+//! file's `apps.apps[]`, else the environment (`REVERB_APP_*`, also from
+//! `.env`), else `./revurb.json`.
+//!
+//! Errors name the field and where it came from. Unknown keys in a file, bad
+//! types and bad values are errors (exit 2). Values follow Laravel's `env()`
+//! casts: `null`, `(null)` and the empty string mean "not set".
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
 
 use crate::cli::Flags;
 use crate::pusher::{App, ClientEvents, RateLimit};
@@ -23,9 +34,14 @@ pub struct Config {
     pub request_timeout: u64,
     pub debug: bool,
     pub apps: Vec<App>,
+    /// The config file the apps came from, re-read on reload.
+    pub config_file: Option<PathBuf>,
+    /// Where each value came from, for `revurb config`.
+    pub sources: Vec<(&'static str, String, Source)>,
+    pub apps_source: Source,
 }
 
-/// A configuration error: what is wrong and where it came from.
+/// A configuration error: what is wrong and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
 
@@ -35,154 +51,368 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-/// The variables that must be set for the one app read from the environment.
-pub const APP_VARS: [&str; 3] = ["REVERB_APP_ID", "REVERB_APP_KEY", "REVERB_APP_SECRET"];
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    DotEnv,
+    Env,
+    Flag,
+}
 
-/// Every environment variable revurb reads, with its meaning (README, man page and `--help`).
-pub const ENV_VARS: &[(&str, &str)] = &[
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::DotEnv => f.write_str(".env"),
+            Source::Env => f.write_str("environment"),
+            Source::Flag => f.write_str("command line"),
+        }
+    }
+}
+
+/// The kind of value an option takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    /// Unsigned integer in `min..=max`.
+    Int(u64, u64),
+    Bool,
+}
+
+/// One server option: its JSON path, environment variable, CLI flag, kind,
+/// default and meaning. The README and the man page list exactly these.
+pub struct Opt {
+    pub json: &'static str,
+    pub env: &'static str,
+    pub flag: Option<&'static str>,
+    pub kind: Kind,
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
+
+pub const OPTIONS: &[Opt] = &[
+    Opt {
+        json: "servers.reverb.host",
+        env: "REVERB_SERVER_HOST",
+        flag: Some("--host"),
+        kind: Kind::Str,
+        default: Some("0.0.0.0"),
+        help: "address to listen on",
+    },
+    Opt {
+        json: "servers.reverb.port",
+        env: "REVERB_SERVER_PORT",
+        flag: Some("--port"),
+        kind: Kind::Int(0, 65_535),
+        default: Some("8080"),
+        help: "port to listen on; 0 picks a free port",
+    },
+    Opt {
+        json: "servers.reverb.path",
+        env: "REVERB_SERVER_PATH",
+        flag: Some("--path"),
+        kind: Kind::Str,
+        default: Some(""),
+        help: "prefix for every route, e.g. /ws",
+    },
+    Opt {
+        json: "servers.reverb.hostname",
+        env: "REVERB_HOST",
+        flag: Some("--hostname"),
+        kind: Kind::Str,
+        default: None,
+        help: "public host name, shown in the start line",
+    },
+    Opt {
+        json: "servers.reverb.max_request_size",
+        env: "REVERB_MAX_REQUEST_SIZE",
+        flag: None,
+        kind: Kind::Int(256, 1 << 30),
+        default: Some("10000"),
+        help: "largest HTTP request (head and body) in bytes; larger gets 413",
+    },
+    Opt {
+        json: "servers.reverb.write_queue_limit",
+        env: "REVERB_WRITE_QUEUE_LIMIT",
+        flag: None,
+        kind: Kind::Int(1024, 1 << 32),
+        default: Some("524288"),
+        help: "bytes queued for a client that does not read before it is dropped with 4100",
+    },
+    Opt {
+        json: "servers.reverb.request_timeout",
+        env: "REVERB_REQUEST_TIMEOUT",
+        flag: None,
+        kind: Kind::Int(1, 3600),
+        default: Some("10"),
+        help: "seconds an HTTP request or idle keep-alive connection may take",
+    },
+    Opt {
+        json: "servers.reverb.debug",
+        env: "REVERB_DEBUG",
+        flag: Some("--debug"),
+        kind: Kind::Bool,
+        default: Some("false"),
+        help: "log every message to stderr",
+    },
+];
+
+/// Per-app settings: (JSON key in `apps.apps[]`, environment variable, meaning).
+pub const APP_OPTIONS: &[(&str, &str, &str)] = &[
+    ("app_id", "REVERB_APP_ID", "the app's id (required)"),
+    ("key", "REVERB_APP_KEY", "the app's key (required)"),
+    ("secret", "REVERB_APP_SECRET", "the app's secret (required)"),
     (
-        "REVERB_SERVER_HOST",
-        "address to listen on (default 0.0.0.0)",
-    ),
-    ("REVERB_SERVER_PORT", "port to listen on (default 8080)"),
-    ("REVERB_SERVER_PATH", "route prefix (default none)"),
-    ("REVERB_HOST", "public host name (--hostname)"),
-    (
-        "REVERB_MAX_REQUEST_SIZE",
-        "largest HTTP request in bytes (default 10000)",
-    ),
-    (
-        "REVERB_WRITE_QUEUE_LIMIT",
-        "bytes queued for a slow client before it is dropped with 4100 (default 524288)",
-    ),
-    (
-        "REVERB_REQUEST_TIMEOUT",
-        "seconds an HTTP request may take to arrive (default 10)",
-    ),
-    ("REVERB_APP_ID", "the app's id (required)"),
-    ("REVERB_APP_KEY", "the app's key (required)"),
-    ("REVERB_APP_SECRET", "the app's secret (required)"),
-    (
+        "ping_interval",
         "REVERB_APP_PING_INTERVAL",
-        "seconds of silence before a ping, and again before a prune (default 60)",
+        "seconds of silence before a ping, and again before a prune (60)",
     ),
     (
+        "activity_timeout",
         "REVERB_APP_ACTIVITY_TIMEOUT",
-        "activity_timeout advertised to clients (default 30)",
+        "activity_timeout advertised to clients (30)",
     ),
     (
+        "max_connections",
         "REVERB_APP_MAX_CONNECTIONS",
-        "open connections allowed for the app (default unlimited)",
+        "open connections allowed for the app (unlimited)",
     ),
     (
+        "max_message_size",
         "REVERB_APP_MAX_MESSAGE_SIZE",
-        "largest WebSocket message in bytes (default 10000)",
+        "largest WebSocket message in bytes (10000)",
     ),
     (
+        "allowed_origins",
         "REVERB_ALLOWED_ORIGINS",
-        "comma-separated origin hosts, * wildcards (default *)",
+        "origin hosts, * wildcards; env: comma-separated (*)",
     ),
     (
+        "accept_client_events_from",
         "REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM",
-        "all, members or none (default members)",
+        "all, members or none (members)",
     ),
     (
+        "rate_limiting.enabled",
         "REVERB_APP_RATE_LIMITING_ENABLED",
-        "limit messages per connection (default false)",
+        "limit messages per connection (false)",
     ),
     (
+        "rate_limiting.max_attempts",
         "REVERB_APP_RATE_LIMIT_MAX_ATTEMPTS",
-        "messages per window (default 60)",
+        "messages per window (60)",
     ),
     (
+        "rate_limiting.decay_seconds",
         "REVERB_APP_RATE_LIMIT_DECAY_SECONDS",
-        "window length in seconds (default 60)",
+        "window length in seconds (60)",
     ),
     (
+        "rate_limiting.terminate_on_limit",
         "REVERB_APP_RATE_LIMIT_TERMINATE",
-        "close the connection at the limit (default false)",
+        "close the connection at the limit (false)",
     ),
     (
+        "max_presence_members",
         "REVERB_APP_MAX_PRESENCE_MEMBERS",
-        "unique users per presence channel (default 100)",
+        "unique users per presence channel (100)",
     ),
     (
+        "max_user_info_size",
         "REVERB_APP_MAX_USER_INFO_SIZE",
-        "bytes of presence user_info (default 2048)",
+        "bytes of presence user_info JSON (2048)",
     ),
 ];
 
+/// Keys accepted in an app object that the server does not use (Laravel's
+/// side reads them to reach the server).
+const IGNORED_APP_KEYS: &[&str] = &["options"];
+
+/// The file read when `--config` is not given and it exists.
+pub const DEFAULT_FILE: &str = "revurb.json";
+
+/// The inputs to [`Config::load`], so tests need no real environment.
+pub struct Inputs<'a> {
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub flags: &'a Flags,
+    /// Directory holding `.env` and `revurb.json` (the working directory).
+    pub dir: &'a Path,
+}
+
+/// A raw value from some source.
+enum Raw {
+    Text(String),
+    Json(Value),
+}
+
 impl Config {
-    /// Build the configuration from an environment lookup and the CLI flags.
-    pub fn load(
-        env: &dyn Fn(&str) -> Option<String>,
-        flags: &Flags,
-    ) -> Result<Config, ConfigError> {
-        let get = |name: &str| {
-            env(name)
+    /// Load from the real process environment and working directory.
+    pub fn from_process(flags: &Flags) -> Result<Config, ConfigError> {
+        let dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        Config::load(&Inputs {
+            env: &|k| std::env::var(k).ok(),
+            flags,
+            dir: &dir,
+        })
+    }
+
+    pub fn load(inputs: &Inputs<'_>) -> Result<Config, ConfigError> {
+        let flags = inputs.flags;
+        let dotenv_path = inputs.dir.join(".env");
+        let dotenv = match std::fs::read_to_string(&dotenv_path) {
+            Ok(text) => parse_dotenv(&text),
+            Err(_) => HashMap::new(),
+        };
+        let explicit = flags.config.as_ref().map(PathBuf::from);
+        let default_file = inputs.dir.join(DEFAULT_FILE);
+        let file_path = match &explicit {
+            Some(p) => Some(p.clone()),
+            None if default_file.is_file() => Some(default_file),
+            None => None,
+        };
+        let file = match &file_path {
+            Some(p) => Some(read_file(p)?),
+            None => None,
+        };
+        let file_source = file_path.clone().map(Source::File);
+
+        // Lookup of one server option through the layers, highest first.
+        let env_get = |name: &str| {
+            (inputs.env)(name)
                 .map(|v| v.trim().to_string())
                 .filter(|v| !is_null(v))
         };
-        let mut cfg = Config {
-            host: "0.0.0.0".into(),
-            port: 8080,
-            path: String::new(),
-            hostname: None,
-            max_request_size: 10_000,
-            write_queue_limit: 512 * 1024,
-            request_timeout: 10,
-            debug: false,
-            apps: Vec::new(),
+        let dotenv_get = |name: &str| {
+            dotenv
+                .get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !is_null(v))
         };
-        if let Some(v) = get("REVERB_SERVER_HOST") {
-            cfg.host = v;
-        }
-        if let Some(v) = get("REVERB_SERVER_PORT") {
-            cfg.port = number("REVERB_SERVER_PORT", &v, 0, 65_535)? as u16;
-        }
-        if let Some(v) = get("REVERB_SERVER_PATH") {
-            cfg.path = normalize_path(&v);
-        }
-        cfg.hostname = get("REVERB_HOST");
-        if let Some(v) = get("REVERB_MAX_REQUEST_SIZE") {
-            cfg.max_request_size = number("REVERB_MAX_REQUEST_SIZE", &v, 256, 1 << 30)? as usize;
-        }
-        if let Some(v) = get("REVERB_WRITE_QUEUE_LIMIT") {
-            cfg.write_queue_limit = number("REVERB_WRITE_QUEUE_LIMIT", &v, 1024, 1 << 32)? as usize;
-        }
-        if let Some(v) = get("REVERB_REQUEST_TIMEOUT") {
-            cfg.request_timeout = number("REVERB_REQUEST_TIMEOUT", &v, 1, 3600)?;
-        }
-        if let Some(app) = app_from_env(&get)? {
-            cfg.apps.push(app);
-        }
+        let lookup = |opt: &Opt| -> Option<(Raw, Source)> {
+            if let Some(v) = flag_value(flags, opt) {
+                return Some((v, Source::Flag));
+            }
+            let from_file = || {
+                file.as_ref()
+                    .and_then(|f| json_path(f, opt.json))
+                    .filter(|v| !v.is_null())
+                    .map(|v| {
+                        (
+                            Raw::Json(v.clone()),
+                            file_source.clone().unwrap_or(Source::Default),
+                        )
+                    })
+            };
+            if explicit.is_some()
+                && let Some(v) = from_file()
+            {
+                return Some(v);
+            }
+            if let Some(v) = env_get(opt.env) {
+                return Some((Raw::Text(v), Source::Env));
+            }
+            if let Some(v) = dotenv_get(opt.env) {
+                return Some((Raw::Text(v), Source::DotEnv));
+            }
+            if explicit.is_none()
+                && let Some(v) = from_file()
+            {
+                return Some(v);
+            }
+            opt.default
+                .map(|d| (Raw::Text(d.to_string()), Source::Default))
+        };
 
-        if let Some(h) = &flags.host {
-            cfg.host = h.clone();
+        let mut sources = Vec::new();
+        let mut values: HashMap<&'static str, Option<Value>> = HashMap::new();
+        for opt in OPTIONS {
+            match lookup(opt) {
+                Some((raw, source)) => {
+                    let v = convert(opt.kind, &raw).map_err(|why| {
+                        ConfigError(format!("{} ({}): {why}", name_in(opt, &source), source))
+                    })?;
+                    sources.push((opt.json, display(&v), source));
+                    values.insert(opt.json, Some(v));
+                }
+                None => {
+                    values.insert(opt.json, None);
+                    sources.push((opt.json, "(not set)".into(), Source::Default));
+                }
+            }
         }
-        if let Some(p) = &flags.port {
-            cfg.port = number("--port", p, 0, 65_535)? as u16;
-        }
-        if let Some(p) = &flags.path {
-            cfg.path = normalize_path(p);
-        }
-        if let Some(h) = &flags.hostname {
-            cfg.hostname = Some(h.clone());
-        }
-        cfg.debug = flags.debug;
+        let s = |k: &str| {
+            values
+                .get(k)
+                .cloned()
+                .flatten()
+                .and_then(|v| v.as_str().map(str::to_string))
+        };
+        let n = |k: &str| {
+            values
+                .get(k)
+                .cloned()
+                .flatten()
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0)
+        };
+        let b = |k: &str| {
+            values
+                .get(k)
+                .cloned()
+                .flatten()
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+        };
 
-        if cfg.host.is_empty() {
-            return Err(ConfigError(
-                "--host / REVERB_SERVER_HOST must not be empty".into(),
-            ));
-        }
-        if cfg.apps.is_empty() {
+        // Apps: the --config file, else the environment, else ./revurb.json.
+        let file_apps = match (&file, &file_path) {
+            (Some(f), Some(p)) => apps_from_file(f, p)?,
+            _ => None,
+        };
+        let env_app = app_from_env(&env_get, Source::Env)?;
+        let dotenv_app = if env_app.is_none() {
+            app_from_env(&dotenv_get, Source::DotEnv)?
+        } else {
+            None
+        };
+        let (apps, apps_source) = match (explicit.is_some(), file_apps, env_app.or(dotenv_app)) {
+            (true, Some(apps), _) => (apps, file_source.clone().unwrap_or(Source::Default)),
+            (_, _, Some((app, src))) => (vec![app], src),
+            (false, Some(apps), None) => (apps, file_source.clone().unwrap_or(Source::Default)),
+            (_, None, None) => (Vec::new(), Source::Default),
+        };
+        if apps.is_empty() {
             return Err(ConfigError(format!(
-                "no app is configured: set {} (for example REVERB_APP_ID=app-id REVERB_APP_KEY=app-key REVERB_APP_SECRET=app-secret)",
-                APP_VARS.join(", ")
+                "no app is configured: set REVERB_APP_ID, REVERB_APP_KEY and REVERB_APP_SECRET \
+                 (for example REVERB_APP_ID=app-id REVERB_APP_KEY=app-key REVERB_APP_SECRET=app-secret), \
+                 or list apps under apps.apps in {DEFAULT_FILE} or a --config file"
             )));
         }
-        Ok(cfg)
+        check_unique(&apps)?;
+
+        let host = s("servers.reverb.host").unwrap_or_default();
+        if host.is_empty() {
+            return Err(ConfigError(
+                "servers.reverb.host (REVERB_SERVER_HOST, --host) must not be empty".into(),
+            ));
+        }
+        Ok(Config {
+            host,
+            port: n("servers.reverb.port") as u16,
+            path: normalize_path(&s("servers.reverb.path").unwrap_or_default()),
+            hostname: s("servers.reverb.hostname").filter(|h| !h.is_empty()),
+            max_request_size: n("servers.reverb.max_request_size") as usize,
+            write_queue_limit: n("servers.reverb.write_queue_limit") as usize,
+            request_timeout: n("servers.reverb.request_timeout"),
+            debug: b("servers.reverb.debug"),
+            apps,
+            config_file: file_path,
+            sources,
+            apps_source,
+        })
     }
 
     /// `host:port` to bind.
@@ -193,114 +423,120 @@ impl Config {
             format!("{}:{}", self.host, self.port)
         }
     }
-}
 
-fn app_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<App>, ConfigError> {
-    let [id, key, secret] = APP_VARS.map(get);
-    let (id, key, secret) = match (id, key, secret) {
-        (None, None, None) => return Ok(None),
-        (Some(id), Some(key), Some(secret)) => (id, key, secret),
-        _ => {
-            let missing: Vec<&str> = APP_VARS
-                .iter()
-                .copied()
-                .filter(|v| get(v).is_none())
-                .collect();
-            return Err(ConfigError(format!(
-                "incomplete app: {} not set",
-                missing.join(", ")
-            )));
+    /// The effective configuration for `revurb config`: every value, where it
+    /// came from, secrets masked.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (key, value, source) in &self.sources {
+            out.push_str(&format!("{key} = {value}    # {source}\n"));
         }
-    };
-    let mut app = App::new(&id, &key, &secret);
-    if let Some(v) = get("REVERB_APP_PING_INTERVAL") {
-        app.ping_interval = number("REVERB_APP_PING_INTERVAL", &v, 1, 86_400)?;
-    }
-    if let Some(v) = get("REVERB_APP_ACTIVITY_TIMEOUT") {
-        app.activity_timeout = number("REVERB_APP_ACTIVITY_TIMEOUT", &v, 1, 86_400)?;
-    }
-    if let Some(v) = get("REVERB_APP_MAX_CONNECTIONS") {
-        app.max_connections = Some(number("REVERB_APP_MAX_CONNECTIONS", &v, 0, u64::MAX)?);
-    }
-    if let Some(v) = get("REVERB_APP_MAX_MESSAGE_SIZE") {
-        app.max_message_size = number("REVERB_APP_MAX_MESSAGE_SIZE", &v, 1, 1 << 30)? as usize;
-    }
-    if let Some(v) = get("REVERB_ALLOWED_ORIGINS") {
-        let origins: Vec<String> = v
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
-        if origins.is_empty() {
-            return Err(ConfigError(
-                "REVERB_ALLOWED_ORIGINS: give at least one origin host, or *".into(),
+        out.push_str(&format!(
+            "apps ({} from {}):\n",
+            self.apps.len(),
+            self.apps_source
+        ));
+        for a in &self.apps {
+            out.push_str(&format!(
+                "  - app_id = {:?}, key = {:?}, secret = {}, ping_interval = {}, activity_timeout = {}, \
+                 max_connections = {}, max_message_size = {}, allowed_origins = {:?}, \
+                 accept_client_events_from = {}, rate_limiting = {}, max_presence_members = {}, max_user_info_size = {}\n",
+                a.id,
+                a.key,
+                mask(&a.secret),
+                a.ping_interval,
+                a.activity_timeout,
+                a.max_connections.map_or_else(|| "unlimited".to_string(), |m| m.to_string()),
+                a.max_message_size,
+                a.allowed_origins,
+                a.accept_client_events_from.as_str(),
+                a.rate_limit.as_ref().map_or_else(
+                    || "off".to_string(),
+                    |r| format!(
+                        "{} per {} s{}",
+                        r.max_attempts,
+                        r.decay_seconds,
+                        if r.terminate_on_limit { ", terminate" } else { "" }
+                    )
+                ),
+                a.max_presence_members,
+                a.max_user_info_size,
             ));
         }
-        app.allowed_origins = origins;
+        out
     }
-    if let Some(v) = get("REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM") {
-        app.accept_client_events_from = ClientEvents::parse(&v).ok_or_else(|| {
-            ConfigError(format!(
-                "REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM: {v:?} is not one of all, members, none"
-            ))
-        })?;
+}
+
+/// `abcd…` style masking: never more than the first 2 characters.
+pub fn mask(secret: &str) -> String {
+    let head: String = secret.chars().take(2).collect();
+    format!("{head}****")
+}
+
+fn name_in(opt: &Opt, source: &Source) -> String {
+    match source {
+        Source::Flag => opt.flag.unwrap_or(opt.env).to_string(),
+        Source::File(_) => opt.json.to_string(),
+        _ => opt.env.to_string(),
     }
-    if boolean(
-        "REVERB_APP_RATE_LIMITING_ENABLED",
-        get("REVERB_APP_RATE_LIMITING_ENABLED"),
-    )? {
-        let mut limit = RateLimit {
-            max_attempts: 60,
-            decay_seconds: 60,
-            terminate_on_limit: false,
-        };
-        if let Some(v) = get("REVERB_APP_RATE_LIMIT_MAX_ATTEMPTS") {
-            limit.max_attempts =
-                number("REVERB_APP_RATE_LIMIT_MAX_ATTEMPTS", &v, 1, u32::MAX as u64)? as u32;
-        }
-        if let Some(v) = get("REVERB_APP_RATE_LIMIT_DECAY_SECONDS") {
-            limit.decay_seconds = number("REVERB_APP_RATE_LIMIT_DECAY_SECONDS", &v, 1, 86_400)?;
-        }
-        limit.terminate_on_limit = boolean(
-            "REVERB_APP_RATE_LIMIT_TERMINATE",
-            get("REVERB_APP_RATE_LIMIT_TERMINATE"),
-        )?;
-        app.rate_limit = Some(limit);
+}
+
+fn flag_value(flags: &Flags, opt: &Opt) -> Option<Raw> {
+    let text = |v: &Option<String>| v.clone().map(Raw::Text);
+    match opt.flag? {
+        "--host" => text(&flags.host),
+        "--port" => text(&flags.port),
+        "--path" => text(&flags.path),
+        "--hostname" => text(&flags.hostname),
+        "--debug" => flags.debug.then(|| Raw::Json(Value::Bool(true))),
+        _ => None,
     }
-    if let Some(v) = get("REVERB_APP_MAX_PRESENCE_MEMBERS") {
-        app.max_presence_members =
-            number("REVERB_APP_MAX_PRESENCE_MEMBERS", &v, 1, 1_000_000)? as usize;
+}
+
+fn display(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
     }
-    if let Some(v) = get("REVERB_APP_MAX_USER_INFO_SIZE") {
-        app.max_user_info_size = number("REVERB_APP_MAX_USER_INFO_SIZE", &v, 2, 1 << 20)? as usize;
+}
+
+/// Check and convert a raw value into a JSON value of the option's kind.
+fn convert(kind: Kind, raw: &Raw) -> Result<Value, String> {
+    match (kind, raw) {
+        (Kind::Str, Raw::Text(s)) => Ok(Value::String(s.clone())),
+        (Kind::Str, Raw::Json(Value::String(s))) => Ok(Value::String(s.clone())),
+        (Kind::Str, Raw::Json(v)) => Err(format!("expected a string, got {v}")),
+        (Kind::Int(min, max), Raw::Text(s)) => number(s, min, max).map(Value::from),
+        (Kind::Int(min, max), Raw::Json(Value::Number(n))) => match n.as_u64() {
+            Some(v) if (min..=max).contains(&v) => Ok(Value::from(v)),
+            _ => Err(format!("{n} is out of range ({min} to {max})")),
+        },
+        (Kind::Int(..), Raw::Json(v)) => Err(format!("expected a whole number, got {v}")),
+        (Kind::Bool, Raw::Text(s)) => boolean(s).map(Value::Bool),
+        (Kind::Bool, Raw::Json(Value::Bool(b))) => Ok(Value::Bool(*b)),
+        (Kind::Bool, Raw::Json(v)) => Err(format!("expected true or false, got {v}")),
     }
-    Ok(Some(app))
 }
 
 fn is_null(v: &str) -> bool {
     matches!(v, "" | "null" | "(null)")
 }
 
-/// An unsigned integer within `min..=max`, or an error naming `name`.
-pub fn number(name: &str, v: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
-    match v.parse::<u64>() {
+/// An unsigned integer within `min..=max`.
+fn number(v: &str, min: u64, max: u64) -> Result<u64, String> {
+    match v.trim().parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        Ok(_) => Err(ConfigError(format!(
-            "{name}: {v} is out of range ({min} to {max})"
-        ))),
-        Err(_) => Err(ConfigError(format!("{name}: {v:?} is not a whole number"))),
+        Ok(_) => Err(format!("{v} is out of range ({min} to {max})")),
+        Err(_) => Err(format!("{v:?} is not a whole number")),
     }
 }
 
 /// Laravel's boolean casts: true/false, (true)/(false), 1/0, yes/no, on/off.
-pub fn boolean(name: &str, v: Option<String>) -> Result<bool, ConfigError> {
-    match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None => Ok(false),
-        Some("true" | "(true)" | "1" | "yes" | "on") => Ok(true),
-        Some("false" | "(false)" | "0" | "no" | "off") => Ok(false),
-        Some(other) => Err(ConfigError(format!(
-            "{name}: {other:?} is not true or false"
-        ))),
+fn boolean(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "(true)" | "1" | "yes" | "on" => Ok(true),
+        "false" | "(false)" | "0" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("{other:?} is not true or false")),
     }
 }
 
@@ -314,126 +550,368 @@ pub fn normalize_path(p: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn load(vars: &[(&str, &str)], flags: Flags) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::load(&|k| map.get(k).cloned(), &flags)
-    }
-
-    const APP: [(&str, &str); 3] = [
-        ("REVERB_APP_ID", "app-id"),
-        ("REVERB_APP_KEY", "app-key"),
-        ("REVERB_APP_SECRET", "app-secret"),
-    ];
-
-    #[test]
-    fn defaults() {
-        let c = load(&APP, Flags::default()).unwrap();
-        assert_eq!(
-            (c.host.as_str(), c.port, c.path.as_str()),
-            ("0.0.0.0", 8080, "")
-        );
-        assert_eq!(c.max_request_size, 10_000);
-        let a = &c.apps[0];
-        assert_eq!(
-            (a.id.as_str(), a.key.as_str(), a.secret.as_str()),
-            ("app-id", "app-key", "app-secret")
-        );
-        assert_eq!(
-            (a.ping_interval, a.activity_timeout, a.max_message_size),
-            (60, 30, 10_000)
-        );
-        assert_eq!(a.max_connections, None);
-        assert_eq!(a.allowed_origins, vec!["*"]);
-        assert_eq!(a.accept_client_events_from, ClientEvents::Members);
-    }
-
-    #[test]
-    fn environment_and_flags() {
-        let mut vars = APP.to_vec();
-        vars.extend([
-            ("REVERB_SERVER_HOST", "127.0.0.1"),
-            ("REVERB_SERVER_PORT", "9000"),
-            ("REVERB_SERVER_PATH", "ws/"),
-            ("REVERB_APP_PING_INTERVAL", "5"),
-            ("REVERB_APP_MAX_CONNECTIONS", "3"),
-            ("REVERB_ALLOWED_ORIGINS", "laravel.com, *.laravel.com"),
-            ("REVERB_APP_RATE_LIMITING_ENABLED", "true"),
-            ("REVERB_APP_RATE_LIMIT_MAX_ATTEMPTS", "3"),
-            ("REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM", "all"),
-        ]);
-        let flags = Flags {
-            port: Some("0".into()),
-            debug: true,
-            ..Flags::default()
-        };
-        let c = load(&vars, flags).unwrap();
-        assert_eq!(
-            (c.host.as_str(), c.port, c.path.as_str(), c.debug),
-            ("127.0.0.1", 0, "/ws", true)
-        );
-        let a = &c.apps[0];
-        assert_eq!(a.ping_interval, 5);
-        assert_eq!(a.max_connections, Some(3));
-        assert_eq!(a.allowed_origins, vec!["laravel.com", "*.laravel.com"]);
-        assert_eq!(a.rate_limit.as_ref().map(|r| r.max_attempts), Some(3));
-        assert_eq!(a.accept_client_events_from, ClientEvents::All);
-    }
-
-    #[test]
-    fn null_means_unset() {
-        let mut vars = APP.to_vec();
-        vars.push(("REVERB_APP_MAX_CONNECTIONS", "null"));
-        assert_eq!(
-            load(&vars, Flags::default()).unwrap().apps[0].max_connections,
-            None
-        );
-    }
-
-    #[test]
-    fn errors_name_the_variable() {
-        let e = load(&[], Flags::default()).unwrap_err().0;
-        assert!(
-            e.contains("REVERB_APP_ID") && e.contains("REVERB_APP_SECRET"),
-            "{e}"
-        );
-        let e = load(&APP[..2], Flags::default()).unwrap_err().0;
-        assert!(e.contains("REVERB_APP_SECRET not set"), "{e}");
-        let mut vars = APP.to_vec();
-        vars.push(("REVERB_SERVER_PORT", "eighty"));
-        assert!(
-            load(&vars, Flags::default())
-                .unwrap_err()
-                .0
-                .contains("REVERB_SERVER_PORT")
-        );
-        let flags = Flags {
-            port: Some("70000".into()),
-            ..Flags::default()
-        };
-        assert!(load(&APP, flags).unwrap_err().0.contains("--port"));
-        let mut vars = APP.to_vec();
-        vars.push(("REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM", "everyone"));
-        assert!(
-            load(&vars, Flags::default())
-                .unwrap_err()
-                .0
-                .contains("ACCEPT_CLIENT_EVENTS_FROM")
-        );
-    }
-
-    #[test]
-    fn paths() {
-        assert_eq!(normalize_path("ws"), "/ws");
-        assert_eq!(normalize_path("/ws/"), "/ws");
-        assert_eq!(normalize_path("/"), "");
-        assert_eq!(normalize_path(""), "");
-    }
+fn json_path<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(root, |v, k| v.get(k))
 }
+
+/// Read and check a JSON config file: every key must be known.
+fn read_file(path: &Path) -> Result<Value, ConfigError> {
+    let name = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {name}: {e}")))?;
+    let root: Value = serde_json::from_str(&text)
+        .map_err(|e| ConfigError(format!("config file {name} is not valid JSON: {e}")))?;
+    if !root.is_object() {
+        return Err(ConfigError(format!(
+            "config file {name}: the top level must be a JSON object"
+        )));
+    }
+    check_keys(&root, "", &name.to_string())?;
+    Ok(root)
+}
+
+/// Walk the file and refuse keys that are not options.
+fn check_keys(v: &Value, prefix: &str, file: &str) -> Result<(), ConfigError> {
+    let Value::Object(map) = v else { return Ok(()) };
+    for (k, child) in map {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if path == "apps.apps" || path == "apps.provider" || path == "default" {
+            continue; // checked by apps_from_file
+        }
+        let is_leaf = OPTIONS.iter().any(|o| o.json == path);
+        let is_branch = OPTIONS
+            .iter()
+            .any(|o| o.json.starts_with(&format!("{path}.")))
+            || path == "apps";
+        match (is_leaf, is_branch) {
+            (true, _) => {}
+            (false, true) if child.is_object() => check_keys(child, &path, file)?,
+            (false, true) => {
+                return Err(ConfigError(format!(
+                    "config file {file}: {path} must be an object"
+                )));
+            }
+            (false, false) => {
+                return Err(ConfigError(format!(
+                    "config file {file}: unknown key {path}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apps_from_file(root: &Value, path: &Path) -> Result<Option<Vec<App>>, ConfigError> {
+    let file = path.display().to_string();
+    let err =
+        |field: String, why: String| ConfigError(format!("config file {file}: {field}: {why}"));
+    if let Some(p) = json_path(root, "apps.provider")
+        && p != "config"
+    {
+        return Err(err(
+            "apps.provider".into(),
+            "only \"config\" is supported".into(),
+        ));
+    }
+    if let Some(d) = root.get("default")
+        && d != "reverb"
+    {
+        return Err(err("default".into(), "only \"reverb\" is supported".into()));
+    }
+    let Some(list) = json_path(root, "apps.apps") else {
+        return Ok(None);
+    };
+    let Value::Array(list) = list else {
+        return Err(err(
+            "apps.apps".into(),
+            "must be a list of app objects".into(),
+        ));
+    };
+    let mut apps = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let at = |k: &str| format!("apps.apps[{i}].{k}");
+        let Value::Object(obj) = item else {
+            return Err(err(format!("apps.apps[{i}]"), "must be an object".into()));
+        };
+        for k in obj.keys() {
+            let known = APP_OPTIONS
+                .iter()
+                .any(|(j, _, _)| j == k || j.starts_with(&format!("{k}.")))
+                || IGNORED_APP_KEYS.contains(&k.as_str());
+            if !known {
+                return Err(err(at(k), "unknown key".into()));
+            }
+        }
+        if let Some(Value::Object(rl)) = obj.get("rate_limiting") {
+            for k in rl.keys() {
+                if !APP_OPTIONS
+                    .iter()
+                    .any(|(j, _, _)| *j == format!("rate_limiting.{k}"))
+                {
+                    return Err(err(at(&format!("rate_limiting.{k}")), "unknown key".into()));
+                }
+            }
+        }
+        let get = |key: &str| -> Option<Raw> {
+            match json_path(item, key) {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(list)) => Some(Raw::Json(Value::Array(list.clone()))),
+                Some(v) => Some(Raw::Json(v.clone())),
+            }
+        };
+        let app = build_app(&get, &|k| at(k))
+            .map_err(|e| ConfigError(format!("config file {file}: {}", e.0)))?;
+        apps.push(app);
+    }
+    Ok(Some(apps))
+}
+
+fn app_from_env(
+    get: &dyn Fn(&str) -> Option<String>,
+    source: Source,
+) -> Result<Option<(App, Source)>, ConfigError> {
+    let required = ["REVERB_APP_ID", "REVERB_APP_KEY", "REVERB_APP_SECRET"];
+    let present: Vec<bool> = required.iter().map(|v| get(v).is_some()).collect();
+    if present.iter().all(|p| !p) {
+        return Ok(None);
+    }
+    if !present.iter().all(|p| *p) {
+        let missing: Vec<&str> = required
+            .iter()
+            .zip(&present)
+            .filter(|(_, p)| !**p)
+            .map(|(v, _)| *v)
+            .collect();
+        let from = if source == Source::DotEnv {
+            " in .env"
+        } else {
+            ""
+        };
+        return Err(ConfigError(format!(
+            "incomplete app{from}: {} not set",
+            missing.join(", ")
+        )));
+    }
+    let lookup = |json_key: &str| -> Option<Raw> {
+        let env = APP_OPTIONS
+            .iter()
+            .find(|(j, _, _)| *j == json_key)
+            .map(|(_, e, _)| *e)?;
+        get(env).map(Raw::Text)
+    };
+    let name = |json_key: &str| {
+        APP_OPTIONS
+            .iter()
+            .find(|(j, _, _)| *j == json_key)
+            .map_or(json_key.to_string(), |(_, e, _)| e.to_string())
+    };
+    let app = build_app(&lookup, &name)?;
+    Ok(Some((app, source)))
+}
+
+/// Build one app from a lookup by JSON key; `name` says how to call a field in errors.
+fn build_app(
+    get: &dyn Fn(&str) -> Option<Raw>,
+    name: &dyn Fn(&str) -> String,
+) -> Result<App, ConfigError> {
+    let fail = |k: &str, why: String| ConfigError(format!("{}: {why}", name(k)));
+    let string = |k: &str| -> Result<Option<String>, ConfigError> {
+        match get(k) {
+            None => Ok(None),
+            Some(Raw::Text(s)) => Ok(Some(s)),
+            Some(Raw::Json(Value::String(s))) => Ok(Some(s)),
+            Some(Raw::Json(Value::Number(n))) => Ok(Some(n.to_string())),
+            Some(Raw::Json(v)) => Err(fail(k, format!("expected a string, got {v}"))),
+        }
+    };
+    let int = |k: &str, min: u64, max: u64| -> Result<Option<u64>, ConfigError> {
+        match get(k) {
+            None => Ok(None),
+            Some(raw) => convert(Kind::Int(min, max), &raw)
+                .map(|v| v.as_u64())
+                .map_err(|why| fail(k, why)),
+        }
+    };
+    let flag = |k: &str| -> Result<Option<bool>, ConfigError> {
+        match get(k) {
+            None => Ok(None),
+            Some(raw) => convert(Kind::Bool, &raw)
+                .map(|v| v.as_bool())
+                .map_err(|why| fail(k, why)),
+        }
+    };
+    let required = |k: &str| -> Result<String, ConfigError> {
+        match string(k)? {
+            Some(s) if !s.is_empty() => Ok(s),
+            _ => Err(fail(k, "is required".into())),
+        }
+    };
+    let mut app = App::new(
+        &required("app_id")?,
+        &required("key")?,
+        &required("secret")?,
+    );
+    if let Some(v) = int("ping_interval", 1, 86_400)? {
+        app.ping_interval = v;
+    }
+    if let Some(v) = int("activity_timeout", 1, 86_400)? {
+        app.activity_timeout = v;
+    }
+    app.max_connections = int("max_connections", 0, u64::MAX)?;
+    if let Some(v) = int("max_message_size", 1, 1 << 30)? {
+        app.max_message_size = v as usize;
+    }
+    match get("allowed_origins") {
+        None => {}
+        Some(Raw::Text(s)) => {
+            app.allowed_origins = s
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        }
+        Some(Raw::Json(Value::Array(list))) => {
+            app.allowed_origins = list
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| fail("allowed_origins", "must hold strings".into()))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        Some(Raw::Json(Value::String(s))) => app.allowed_origins = vec![s],
+        Some(Raw::Json(v)) => {
+            return Err(fail(
+                "allowed_origins",
+                format!("expected a list of hosts, got {v}"),
+            ));
+        }
+    }
+    if app.allowed_origins.is_empty() {
+        return Err(fail(
+            "allowed_origins",
+            "give at least one origin host, or *".into(),
+        ));
+    }
+    if let Some(v) = string("accept_client_events_from")? {
+        app.accept_client_events_from = ClientEvents::parse(&v).ok_or_else(|| {
+            fail(
+                "accept_client_events_from",
+                format!("{v:?} is not one of all, members, none"),
+            )
+        })?;
+    }
+    if flag("rate_limiting.enabled")?.unwrap_or(false) {
+        app.rate_limit = Some(RateLimit {
+            max_attempts: int("rate_limiting.max_attempts", 1, u32::MAX as u64)?.unwrap_or(60)
+                as u32,
+            decay_seconds: int("rate_limiting.decay_seconds", 1, 86_400)?.unwrap_or(60),
+            terminate_on_limit: flag("rate_limiting.terminate_on_limit")?.unwrap_or(false),
+        });
+    }
+    if let Some(v) = int("max_presence_members", 1, 1_000_000)? {
+        app.max_presence_members = v as usize;
+    }
+    if let Some(v) = int("max_user_info_size", 2, 1 << 20)? {
+        app.max_user_info_size = v as usize;
+    }
+    Ok(app)
+}
+
+fn check_unique(apps: &[App]) -> Result<(), ConfigError> {
+    for (i, a) in apps.iter().enumerate() {
+        for b in &apps[..i] {
+            if a.id == b.id {
+                return Err(ConfigError(format!(
+                    "two apps have the app_id {:?}; each needs its own",
+                    a.id
+                )));
+            }
+            if a.key == b.key {
+                return Err(ConfigError(format!(
+                    "two apps have the key {:?}; each needs its own",
+                    a.key
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parse a `.env` file as Laravel (phpdotenv) does for simple cases:
+/// `KEY=value`, `export KEY=value`, `#` comments, single quotes (literal),
+/// double quotes (with `\n`, `\"` escapes and `${VAR}` from earlier lines).
+pub fn parse_dotenv(text: &str) -> HashMap<String, String> {
+    let mut vars: HashMap<String, String> = HashMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let line = line.strip_prefix("export ").map_or(line, str::trim_start);
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        if key.is_empty()
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        {
+            continue;
+        }
+        let value = value.trim();
+        let parsed = if let Some(rest) = value.strip_prefix('\'') {
+            rest.split_once('\'').map_or(rest, |(v, _)| v).to_string()
+        } else if let Some(rest) = value.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = rest.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => break,
+                    '\\' => match chars.next() {
+                        Some('n') => out.push('\n'),
+                        Some(other) => out.push(other),
+                        None => break,
+                    },
+                    _ => out.push(c),
+                }
+            }
+            interpolate(&out, &vars)
+        } else {
+            let bare = value.split(" #").next().unwrap_or("").trim();
+            interpolate(bare, &vars)
+        };
+        vars.insert(key.to_string(), parsed);
+    }
+    vars
+}
+
+fn interpolate(s: &str, vars: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start + 2..].find('}') {
+            Some(end) => {
+                let name = &rest[start + 2..start + 2 + end];
+                out.push_str(vars.get(name).map(String::as_str).unwrap_or(""));
+                rest = &rest[start + 2 + end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -24,8 +24,18 @@ fn main() -> ExitCode {
             println!("revurb {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Config => match Config::from_process(&args.flags) {
+            Ok(cfg) => {
+                print!("{}", cfg.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("revurb: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Start => {
-            let cfg = match Config::load(&|k| std::env::var(k).ok(), &args.flags) {
+            let cfg = match Config::from_process(&args.flags) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("revurb: {e}");

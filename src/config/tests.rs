@@ -1,0 +1,357 @@
+//! Configuration: defaults, each source, precedence between sources, and
+//! every error path naming its field.
+
+use super::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A fresh temporary directory for `.env` / `revurb.json`.
+fn tempdir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "revurb-config-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn load_in(dir: &Path, vars: &[(&str, &str)], flags: Flags) -> Result<Config, ConfigError> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::load(&Inputs {
+        env: &|k| map.get(k).cloned(),
+        flags: &flags,
+        dir,
+    })
+}
+
+fn load(vars: &[(&str, &str)], flags: Flags) -> Result<Config, ConfigError> {
+    load_in(&tempdir(), vars, flags)
+}
+
+const APP: [(&str, &str); 3] = [
+    ("REVERB_APP_ID", "app-id"),
+    ("REVERB_APP_KEY", "app-key"),
+    ("REVERB_APP_SECRET", "app-secret"),
+];
+
+fn source_of(c: &Config, key: &str) -> Source {
+    c.sources
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, _, s)| s.clone())
+        .unwrap()
+}
+
+#[test]
+fn defaults() {
+    let c = load(&APP, Flags::default()).unwrap();
+    assert_eq!(
+        (c.host.as_str(), c.port, c.path.as_str()),
+        ("0.0.0.0", 8080, "")
+    );
+    assert_eq!(
+        (c.max_request_size, c.write_queue_limit, c.request_timeout),
+        (10_000, 524_288, 10)
+    );
+    assert!(!c.debug);
+    let a = &c.apps[0];
+    assert_eq!(
+        (a.id.as_str(), a.key.as_str(), a.secret.as_str()),
+        ("app-id", "app-key", "app-secret")
+    );
+    assert_eq!(
+        (a.ping_interval, a.activity_timeout, a.max_message_size),
+        (60, 30, 10_000)
+    );
+    assert_eq!(a.max_connections, None);
+    assert_eq!(a.allowed_origins, vec!["*"]);
+    assert_eq!(a.accept_client_events_from, ClientEvents::Members);
+    assert_eq!(source_of(&c, "servers.reverb.port"), Source::Default);
+    assert_eq!(c.apps_source, Source::Env);
+}
+
+#[test]
+fn environment_and_flags() {
+    let mut vars = APP.to_vec();
+    vars.extend([
+        ("REVERB_SERVER_HOST", "127.0.0.1"),
+        ("REVERB_SERVER_PORT", "9000"),
+        ("REVERB_SERVER_PATH", "ws/"),
+        ("REVERB_APP_PING_INTERVAL", "5"),
+        ("REVERB_APP_MAX_CONNECTIONS", "3"),
+        ("REVERB_ALLOWED_ORIGINS", "laravel.com, *.laravel.com"),
+        ("REVERB_APP_RATE_LIMITING_ENABLED", "true"),
+        ("REVERB_APP_RATE_LIMIT_MAX_ATTEMPTS", "3"),
+        ("REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM", "all"),
+    ]);
+    let flags = Flags {
+        port: Some("0".into()),
+        debug: true,
+        ..Flags::default()
+    };
+    let c = load(&vars, flags).unwrap();
+    assert_eq!(
+        (c.host.as_str(), c.port, c.path.as_str(), c.debug),
+        ("127.0.0.1", 0, "/ws", true)
+    );
+    assert_eq!(source_of(&c, "servers.reverb.port"), Source::Flag);
+    assert_eq!(source_of(&c, "servers.reverb.host"), Source::Env);
+    let a = &c.apps[0];
+    assert_eq!(a.ping_interval, 5);
+    assert_eq!(a.max_connections, Some(3));
+    assert_eq!(a.allowed_origins, vec!["laravel.com", "*.laravel.com"]);
+    assert_eq!(
+        a.rate_limit
+            .as_ref()
+            .map(|r| (r.max_attempts, r.decay_seconds)),
+        Some((3, 60))
+    );
+    assert_eq!(a.accept_client_events_from, ClientEvents::All);
+}
+
+#[test]
+fn null_means_unset() {
+    let mut vars = APP.to_vec();
+    vars.push(("REVERB_APP_MAX_CONNECTIONS", "null"));
+    assert_eq!(
+        load(&vars, Flags::default()).unwrap().apps[0].max_connections,
+        None
+    );
+}
+
+#[test]
+fn errors_name_the_variable() {
+    let e = load(&[], Flags::default()).unwrap_err().0;
+    assert!(
+        e.contains("REVERB_APP_ID") && e.contains("REVERB_APP_SECRET"),
+        "{e}"
+    );
+    let e = load(&APP[..2], Flags::default()).unwrap_err().0;
+    assert!(e.contains("REVERB_APP_SECRET not set"), "{e}");
+    let mut vars = APP.to_vec();
+    vars.push(("REVERB_SERVER_PORT", "eighty"));
+    assert!(
+        load(&vars, Flags::default())
+            .unwrap_err()
+            .0
+            .contains("REVERB_SERVER_PORT")
+    );
+    let flags = Flags {
+        port: Some("70000".into()),
+        ..Flags::default()
+    };
+    assert!(load(&APP, flags).unwrap_err().0.contains("--port"));
+    let mut vars = APP.to_vec();
+    vars.push(("REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM", "everyone"));
+    assert!(
+        load(&vars, Flags::default())
+            .unwrap_err()
+            .0
+            .contains("REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM")
+    );
+    let mut vars = APP.to_vec();
+    vars.push(("REVERB_DEBUG", "maybe"));
+    assert!(
+        load(&vars, Flags::default())
+            .unwrap_err()
+            .0
+            .contains("REVERB_DEBUG")
+    );
+}
+
+#[test]
+fn paths() {
+    assert_eq!(normalize_path("ws"), "/ws");
+    assert_eq!(normalize_path("/ws/"), "/ws");
+    assert_eq!(normalize_path("/"), "");
+    assert_eq!(normalize_path(""), "");
+}
+
+const TWO_APPS: &str = r#"{
+  "default": "reverb",
+  "servers": { "reverb": { "host": "127.0.0.2", "port": 7000, "max_request_size": 20000 } },
+  "apps": { "provider": "config", "apps": [
+    { "app_id": "one", "key": "key-one", "secret": "secret-one", "allowed_origins": ["laravel.com"],
+      "max_connections": 5, "accept_client_events_from": "none",
+      "rate_limiting": { "enabled": true, "max_attempts": 10, "decay_seconds": 1, "terminate_on_limit": true },
+      "options": { "host": "ws.example.com", "port": 443, "scheme": "https", "useTLS": true } },
+    { "app_id": 2, "key": "key-two", "secret": "secret-two", "ping_interval": 10 }
+  ] }
+}"#;
+
+#[test]
+fn config_file_with_several_apps() {
+    let dir = tempdir();
+    let path = dir.join("custom.json");
+    std::fs::write(&path, TWO_APPS).unwrap();
+    let flags = Flags {
+        config: Some(path.display().to_string()),
+        ..Flags::default()
+    };
+    let c = load_in(&dir, &[], flags).unwrap();
+    assert_eq!(
+        (c.host.as_str(), c.port, c.max_request_size),
+        ("127.0.0.2", 7000, 20_000)
+    );
+    assert_eq!(c.apps.len(), 2);
+    let one = &c.apps[0];
+    assert_eq!((one.id.as_str(), one.key.as_str()), ("one", "key-one"));
+    assert_eq!(one.allowed_origins, vec!["laravel.com"]);
+    assert_eq!(one.max_connections, Some(5));
+    assert_eq!(one.accept_client_events_from, ClientEvents::None);
+    assert_eq!(
+        one.rate_limit,
+        Some(RateLimit {
+            max_attempts: 10,
+            decay_seconds: 1,
+            terminate_on_limit: true
+        })
+    );
+    let two = &c.apps[1];
+    assert_eq!((two.id.as_str(), two.ping_interval), ("2", 10));
+    assert_eq!(c.apps_source, Source::File(path));
+}
+
+#[test]
+fn precedence_flag_over_config_over_env_over_dotenv_over_default_file() {
+    let dir = tempdir();
+    std::fs::write(dir.join("revurb.json"), r#"{"servers":{"reverb":{"host":"10.0.0.1","port":1111,"path":"json","request_timeout":7}}}"#)
+        .unwrap();
+    std::fs::write(dir.join(".env"), "REVERB_SERVER_PORT=2222\nREVERB_SERVER_PATH=dotenv\nREVERB_APP_ID=app-id\nREVERB_APP_KEY=app-key\nREVERB_APP_SECRET=\"app-secret\"\n")
+        .unwrap();
+    // .env beats revurb.json; revurb.json beats the default
+    let c = load_in(&dir, &[], Flags::default()).unwrap();
+    assert_eq!(
+        (c.host.as_str(), c.port, c.path.as_str(), c.request_timeout),
+        ("10.0.0.1", 2222, "/dotenv", 7)
+    );
+    assert_eq!(source_of(&c, "servers.reverb.port"), Source::DotEnv);
+    assert_eq!(
+        source_of(&c, "servers.reverb.host"),
+        Source::File(dir.join("revurb.json"))
+    );
+    assert_eq!(c.apps_source, Source::DotEnv);
+    assert_eq!(c.apps[0].secret, "app-secret");
+    // the environment beats .env
+    let c = load_in(&dir, &[("REVERB_SERVER_PORT", "3333")], Flags::default()).unwrap();
+    assert_eq!(c.port, 3333);
+    // --config beats the environment
+    let cfg = dir.join("explicit.json");
+    std::fs::write(&cfg, r#"{"servers":{"reverb":{"port":4444}}}"#).unwrap();
+    let flags = Flags {
+        config: Some(cfg.display().to_string()),
+        ..Flags::default()
+    };
+    let c = load_in(&dir, &[("REVERB_SERVER_PORT", "3333")], flags).unwrap();
+    assert_eq!(c.port, 4444);
+    // ... and revurb.json is not read when --config is given
+    assert_eq!(c.host, "0.0.0.0");
+    // a flag beats everything
+    let flags = Flags {
+        config: Some(cfg.display().to_string()),
+        port: Some("5555".into()),
+        ..Flags::default()
+    };
+    assert_eq!(
+        load_in(&dir, &[("REVERB_SERVER_PORT", "3333")], flags)
+            .unwrap()
+            .port,
+        5555
+    );
+}
+
+#[test]
+fn file_errors_name_the_field() {
+    let dir = tempdir();
+    let cases = [
+        (
+            r#"{"servers":{"reverb":{"prot":1}}}"#,
+            "unknown key servers.reverb.prot",
+        ),
+        (
+            r#"{"servers":{"reverb":{"port":"80"}}}"#,
+            "servers.reverb.port",
+        ),
+        (
+            r#"{"servers":{"reverb":{"port":70000}}}"#,
+            "servers.reverb.port",
+        ),
+        (
+            r#"{"servers":{"reverb":{"debug":"yes"}}}"#,
+            "servers.reverb.debug",
+        ),
+        (
+            r#"{"apps":{"apps":[{"app_id":"a","key":"k"}]}}"#,
+            "apps.apps[0].secret: is required",
+        ),
+        (
+            r#"{"apps":{"apps":[{"app_id":"a","key":"k","secret":"s","colour":1}]}}"#,
+            "apps.apps[0].colour: unknown key",
+        ),
+        (
+            r#"{"apps":{"apps":[{"app_id":"a","key":"k","secret":"s","ping_interval":-1}]}}"#,
+            "apps.apps[0].ping_interval",
+        ),
+        (
+            r#"{"apps":{"apps":[{"app_id":"a","key":"k","secret":"s","rate_limiting":{"on":true}}]}}"#,
+            "apps.apps[0].rate_limiting.on",
+        ),
+        (r#"{"apps":{"apps":{}}}"#, "apps.apps: must be a list"),
+        (
+            r#"{"apps":{"apps":[{"app_id":"a","key":"k","secret":"s"},{"app_id":"b","key":"k","secret":"t"}]}}"#,
+            "two apps have the key",
+        ),
+        (r#"[1]"#, "top level must be a JSON object"),
+        (r#"{"servers":"#, "not valid JSON"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad{i}.json"));
+        std::fs::write(&path, text).unwrap();
+        let flags = Flags {
+            config: Some(path.display().to_string()),
+            ..Flags::default()
+        };
+        let e = load_in(&dir, &APP, flags).unwrap_err().0;
+        assert!(e.contains(want), "case {i}: {e:?} should contain {want:?}");
+    }
+    let flags = Flags {
+        config: Some(dir.join("missing.json").display().to_string()),
+        ..Flags::default()
+    };
+    assert!(
+        load_in(&dir, &APP, flags)
+            .unwrap_err()
+            .0
+            .contains("cannot read config file")
+    );
+}
+
+#[test]
+fn describe_masks_secrets() {
+    let c = load(&APP, Flags::default()).unwrap();
+    let text = c.describe();
+    assert!(!text.contains("app-secret"), "{text}");
+    assert!(text.contains("ap****"));
+    assert!(text.contains("servers.reverb.port = 8080    # default"));
+    assert!(text.contains("apps (1 from environment)"));
+}
+
+#[test]
+fn dotenv_syntax() {
+    let vars = parse_dotenv(
+        "# comment\nA=1\nexport B = two\nC=\"quoted # not a comment\"\nD='single ${A}'\nE=\"${A}-x\"\nF=bare # comment\nbad line\n",
+    );
+    assert_eq!(vars["A"], "1");
+    assert_eq!(vars["B"], "two");
+    assert_eq!(vars["C"], "quoted # not a comment");
+    assert_eq!(vars["D"], "single ${A}");
+    assert_eq!(vars["E"], "1-x");
+    assert_eq!(vars["F"], "bare");
+    assert_eq!(vars.len(), 6);
+}
