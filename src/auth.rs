@@ -452,8 +452,12 @@ pub fn verify_api_request(
 ) -> Result<(), ApiAuthError> {
     let params = parse_query(raw_query);
 
-    if param(&params, "auth_key") != Some(app_key) {
-        return Err(ApiAuthError::UnknownAuthKey);
+    // An unsigned request (no key, no signature) is "signature invalid", as in Reverb.
+    let signature = param(&params, "auth_signature").ok_or(ApiAuthError::BadSignature)?;
+    match param(&params, "auth_key") {
+        None => return Err(ApiAuthError::BadSignature),
+        Some(k) if k != app_key => return Err(ApiAuthError::UnknownAuthKey),
+        Some(_) => {}
     }
 
     let given = param(&params, "auth_timestamp")
@@ -467,7 +471,6 @@ pub fn verify_api_request(
         });
     }
 
-    let signature = param(&params, "auth_signature").ok_or(ApiAuthError::BadSignature)?;
     let to_sign = api_string_to_sign(method, path, &params, body);
     if signature_matches(secret.as_bytes(), to_sign.as_bytes(), signature) {
         Ok(())
@@ -1036,15 +1039,15 @@ mod tests {
             verify_api_request("GET", "/apps/1/channels", &q, b"", KEY, SECRET, NOW),
             Err(ApiAuthError::UnknownAuthKey)
         );
+        // Without a key (or unsigned altogether) it is "signature invalid", as in Reverb.
         let missing = q.replace("auth_key=other&", "");
         assert_eq!(
             verify_api_request("GET", "/apps/1/channels", &missing, b"", KEY, SECRET, NOW),
-            Err(ApiAuthError::UnknownAuthKey)
+            Err(ApiAuthError::BadSignature)
         );
-        // The auth_key check comes first, before the timestamp.
         assert_eq!(
             verify_api_request("GET", "/apps/1/channels", "", b"", KEY, SECRET, NOW),
-            Err(ApiAuthError::UnknownAuthKey)
+            Err(ApiAuthError::BadSignature)
         );
     }
 

@@ -7,6 +7,9 @@ use std::ffi::OsString;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Start,
+    /// Make the running server (found through its pid file) close every
+    /// connection with 4200 and exit, so its supervisor starts it again.
+    Restart,
     /// Print the effective configuration and where each value came from.
     Config,
     Help,
@@ -21,6 +24,9 @@ pub struct Flags {
     pub path: Option<String>,
     pub hostname: Option<String>,
     pub config: Option<String>,
+    pub pid_file: Option<String>,
+    pub metrics_host: Option<String>,
+    pub metrics_port: Option<String>,
     pub debug: bool,
 }
 
@@ -73,11 +79,12 @@ pub const GLOBAL_FLAGS: &[(&str, &str)] = &[
 pub fn usage() -> String {
     let mut s = String::from(
         "revurb: a Pusher-protocol WebSocket server (a port of Laravel Reverb)\n\n\
-         Usage:\n  revurb start [OPTIONS]\n  revurb config [OPTIONS]\n  revurb --help\n  revurb --version\n\n\
+         Usage:\n  revurb start [OPTIONS]\n  revurb restart [--pid-file FILE]\n  revurb config [OPTIONS]\n  revurb --help\n  revurb --version\n\n\
          Commands:\n  start    run the server in the foreground\n  \
+         restart  make the running server close every connection with 4200 and exit 0\n  \
          config   print the effective configuration (secrets masked) and where each value came from\n  \
          help     print this help\n  version  print the version\n\n\
-         Options for start and config:\n",
+         Options for start, restart and config:\n",
     );
     for (flag, value, help) in FLAGS {
         let left = if value.is_empty() {
@@ -128,6 +135,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
                 command = Some(match v.to_str() {
                     Some("start") => Command::Start,
                     Some("config") => Command::Config,
+                    Some("restart") => Command::Restart,
                     Some("help") => Command::Help,
                     Some("version") => Command::Version,
                     _ => return Err(format!("unknown command {v:?}; try `revurb --help`")),
@@ -138,6 +146,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             Long("path") => flags.path = Some(value(&mut parser, "--path")?),
             Long("hostname") => flags.hostname = Some(value(&mut parser, "--hostname")?),
             Long("config") => flags.config = Some(value(&mut parser, "--config")?),
+            Long("pid-file") => flags.pid_file = Some(value(&mut parser, "--pid-file")?),
+            Long("metrics-host") => {
+                flags.metrics_host = Some(value(&mut parser, "--metrics-host")?)
+            }
+            Long("metrics-port") => {
+                flags.metrics_port = Some(value(&mut parser, "--metrics-port")?)
+            }
             Long("debug") => flags.debug = true,
             other => return Err(format!("{}; try `revurb --help`", other.unexpected())),
         }

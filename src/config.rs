@@ -33,6 +33,9 @@ pub struct Config {
     /// Seconds an HTTP request (or WebSocket handshake) may take to arrive.
     pub request_timeout: u64,
     pub debug: bool,
+    pub pid_file: Option<PathBuf>,
+    /// `host:port` of the metrics listener, `None` when off.
+    pub metrics: Option<(String, u16)>,
     pub apps: Vec<App>,
     /// The config file the apps came from, re-read on reload.
     pub config_file: Option<PathBuf>,
@@ -149,6 +152,30 @@ pub const OPTIONS: &[Opt] = &[
         kind: Kind::Int(1, 3600),
         default: Some("10"),
         help: "seconds an HTTP request or idle keep-alive connection may take",
+    },
+    Opt {
+        json: "servers.reverb.pid_file",
+        env: "REVERB_PID_FILE",
+        flag: Some("--pid-file"),
+        kind: Kind::Str,
+        default: None,
+        help: "file the server writes its pid to, and `revurb restart` reads",
+    },
+    Opt {
+        json: "servers.reverb.metrics.host",
+        env: "REVERB_METRICS_HOST",
+        flag: Some("--metrics-host"),
+        kind: Kind::Str,
+        default: Some("127.0.0.1"),
+        help: "address of the Prometheus metrics listener",
+    },
+    Opt {
+        json: "servers.reverb.metrics.port",
+        env: "REVERB_METRICS_PORT",
+        flag: Some("--metrics-port"),
+        kind: Kind::Int(0, 65_535),
+        default: Some("9601"),
+        help: "port of the metrics listener; 0 turns it off",
     },
     Opt {
         json: "servers.reverb.debug",
@@ -408,6 +435,16 @@ impl Config {
             write_queue_limit: n("servers.reverb.write_queue_limit") as usize,
             request_timeout: n("servers.reverb.request_timeout"),
             debug: b("servers.reverb.debug"),
+            pid_file: s("servers.reverb.pid_file")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+            metrics: match n("servers.reverb.metrics.port") {
+                0 => None,
+                port => Some((
+                    s("servers.reverb.metrics.host").unwrap_or_default(),
+                    port as u16,
+                )),
+            },
             apps,
             config_file: file_path,
             sources,
@@ -488,6 +525,9 @@ fn flag_value(flags: &Flags, opt: &Opt) -> Option<Raw> {
         "--port" => text(&flags.port),
         "--path" => text(&flags.path),
         "--hostname" => text(&flags.hostname),
+        "--pid-file" => text(&flags.pid_file),
+        "--metrics-host" => text(&flags.metrics_host),
+        "--metrics-port" => text(&flags.metrics_port),
         "--debug" => flags.debug.then(|| Raw::Json(Value::Bool(true))),
         _ => None,
     }

@@ -67,6 +67,8 @@ pub struct Conn {
     pub serial: u64,
     /// The write side has been shut down (after a close).
     pub write_shut: bool,
+    /// Accepted on the metrics listener: only `GET /metrics` is served.
+    pub is_metrics: bool,
 }
 
 impl Conn {
@@ -83,6 +85,7 @@ impl Conn {
             deadline,
             serial,
             write_shut: false,
+            is_metrics: false,
         }
     }
 
@@ -111,12 +114,13 @@ impl Conn {
         self.out_bytes = 0;
     }
 
-    /// Write as much of the queue as the socket takes. `Ok(true)` when the
-    /// queue is empty afterwards.
-    pub fn flush(&mut self) -> io::Result<bool> {
+    /// Write as much of the queue as the socket takes. Returns whether the
+    /// queue is empty afterwards, and the bytes written.
+    pub fn flush(&mut self) -> io::Result<(bool, usize)> {
+        let mut total = 0;
         while !self.out.is_empty() {
             if !self.writable {
-                return Ok(false);
+                return Ok((false, total));
             }
             let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
@@ -129,6 +133,7 @@ impl Conn {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(mut written) => {
                     self.out_bytes -= written;
+                    total += written;
                     while written > 0 {
                         let Some(front) = self.out.front() else { break };
                         let left = front.bytes().len() - self.out_offset;
@@ -144,7 +149,7 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.writable = false;
-                    return Ok(false);
+                    return Ok((false, total));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -154,6 +159,6 @@ impl Conn {
             // give back the memory of a burst
             self.out = VecDeque::new();
         }
-        Ok(true)
+        Ok((true, total))
     }
 }

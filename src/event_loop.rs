@@ -21,19 +21,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::cli::Flags;
 use crate::config::Config;
 use crate::conn::{Chunk, Conn, Phase};
 use crate::http::{self, Parse, Request, Response};
+use crate::metrics::Metrics;
 use crate::pusher::{ConnId, Hub, Output, errors};
 use crate::websocket::{self, Event, Step};
 use crate::{api, log_debug, log_error, log_info, log_warn};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
-const FIRST_CONN: usize = 2;
+const METRICS: Token = Token(2);
+const FIRST_CONN: usize = 3;
 
 /// Bytes read from one connection per turn before others get their go.
 const READ_BUDGET: usize = 256 * 1024;
@@ -49,8 +52,12 @@ const ACCEPT_BACKOFF_MS: u64 = 100;
 pub struct Server {
     poll: Poll,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     signals: Signals,
     cfg: Config,
+    /// The command line, kept to re-read the configuration on SIGHUP.
+    flags: Flags,
+    metrics: Metrics,
     hub: Hub,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
@@ -67,8 +74,8 @@ pub struct Server {
     shutting_down: Option<u64>,
 }
 
-/// Bind the listener and build the server; the caller prints the address.
-pub fn bind(cfg: Config) -> io::Result<Server> {
+/// Bind the listeners and build the server; the caller prints the address.
+pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
     let addr: SocketAddr = cfg
         .bind_address()
         .parse()
@@ -90,9 +97,47 @@ pub fn bind(cfg: Config) -> io::Result<Server> {
     let poll = Poll::new()?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)?;
+    let metrics_listener = match &cfg.metrics {
+        None => None,
+        Some((host, port)) => {
+            let text = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                io::Error::other(format!(
+                    "metrics address {text} is not an IP address and port"
+                ))
+            })?;
+            // The service matters more than its metrics: a taken metrics
+            // port is logged, not fatal (an old instance may still hold it).
+            match TcpListener::bind(addr) {
+                Ok(mut l) => {
+                    poll.registry()
+                        .register(&mut l, METRICS, Interest::READABLE)?;
+                    Some(l)
+                }
+                Err(e) => {
+                    log_error!(
+                        "cannot listen for metrics on {addr}: {e}; metrics are off (--metrics-port 0 turns them off quietly)"
+                    );
+                    None
+                }
+            }
+        }
+    };
+    if let Some(p) = &cfg.pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id())).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot write pid file {}: {e}", p.display()),
+            )
+        })?;
+    }
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -102,8 +147,11 @@ pub fn bind(cfg: Config) -> io::Result<Server> {
     Ok(Server {
         poll,
         listener,
+        metrics_listener,
         signals,
         cfg,
+        flags,
+        metrics: Metrics::default(),
         hub,
         conns: Vec::new(),
         free: Vec::new(),
@@ -123,12 +171,26 @@ impl Server {
         self.listener.local_addr()
     }
 
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     fn now(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
 
     /// Run until SIGTERM or SIGINT has closed every connection.
     pub fn run(mut self) -> io::Result<()> {
+        let result = self.run_loop();
+        if let Some(p) = &self.cfg.pid_file {
+            let _ = std::fs::remove_file(p);
+        }
+        result
+    }
+
+    fn run_loop(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();
@@ -140,7 +202,8 @@ impl Server {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(false),
+                    METRICS => self.accept(true),
                     SIGNALS => self.signal(),
                     Token(t) => {
                         let id = t - FIRST_CONN;
@@ -215,8 +278,11 @@ impl Server {
 
     // ---- accept -------------------------------------------------------------
 
-    fn accept(&mut self) {
+    fn accept(&mut self, metrics: bool) {
         if self.shutting_down.is_some() {
+            return;
+        }
+        if metrics && self.metrics_listener.is_none() {
             return;
         }
         if let Some(until) = self.accept_paused_until {
@@ -226,7 +292,11 @@ impl Server {
             self.accept_paused_until = None;
         }
         loop {
-            match self.listener.accept() {
+            let accepted = match (metrics, &self.metrics_listener) {
+                (true, Some(l)) => l.accept(),
+                _ => self.listener.accept(),
+            };
+            match accepted {
                 Ok((mut stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
                     let id = self.free.pop().unwrap_or_else(|| {
@@ -244,7 +314,9 @@ impl Server {
                     }
                     let serial = self.next_serial;
                     self.next_serial += 1;
-                    self.conns[id] = Some(Conn::new(stream, serial, 0));
+                    let mut conn = Conn::new(stream, serial, 0);
+                    conn.is_metrics = metrics;
+                    self.conns[id] = Some(conn);
                     let deadline = self.now() + self.cfg.request_timeout * 1000;
                     self.set_deadline(id, deadline);
                 }
@@ -267,10 +339,16 @@ impl Server {
 
     fn signal(&mut self) {
         let mut stop = false;
+        let mut reload = false;
         for sig in self.signals.pending() {
-            if sig == SIGTERM || sig == SIGINT {
-                stop = true;
+            match sig {
+                SIGTERM | SIGINT => stop = true,
+                SIGHUP => reload = true,
+                _ => {}
             }
+        }
+        if reload && !stop {
+            self.reload();
         }
         if stop && self.shutting_down.is_none() {
             log_info!("signal received: closing every connection with 4200 and stopping");
@@ -285,6 +363,23 @@ impl Server {
                     self.begin_close(id, now);
                 }
             }
+        }
+    }
+
+    /// SIGHUP: read the configuration again and swap in the new app list.
+    /// Server options (address, path, limits) need a restart to change.
+    fn reload(&mut self) {
+        match Config::from_process(&self.flags) {
+            Ok(new) => {
+                let now = self.now();
+                let (kept, added, removed) = self.hub.reload_apps(now, new.apps.clone());
+                self.cfg.apps = new.apps;
+                log_warn!(
+                    "configuration reloaded: {kept} apps kept, {added} added, {removed} removed"
+                );
+                self.drain_hub();
+            }
+            Err(e) => log_error!("configuration reload failed, keeping the old apps: {e}"),
         }
     }
 
@@ -308,6 +403,7 @@ impl Server {
                 }
                 Ok(n) => {
                     budget -= n;
+                    self.metrics.bytes_received += n as u64;
                     if !self.handle_bytes(id, n) {
                         return;
                     }
@@ -441,6 +537,26 @@ impl Server {
     fn request(&mut self, id: ConnId, req: Request, now: u64) {
         log_debug!("HTTP {} {}", req.method, req.path);
         let keep_alive = req.keep_alive() && self.shutting_down.is_none();
+        if self
+            .conns
+            .get(id)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.is_metrics)
+        {
+            let resp = match (req.method.as_str(), req.path.as_str()) {
+                ("GET", "/metrics") => {
+                    let mut r = Response::new(200)
+                        .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+                    r.body = self.metrics.render(&self.hub).into_bytes();
+                    r
+                }
+                (_, "/metrics") => {
+                    Response::text(405, "Method not allowed.").header("Allow", "GET")
+                }
+                _ => Response::text(404, "Not found. Metrics are at /metrics."),
+            };
+            return self.respond(id, resp, !keep_alive, now);
+        }
         let prefix = self.cfg.path.as_str();
         let path = match req.path.strip_prefix(prefix) {
             Some(rest) if rest.starts_with('/') => rest.to_string(),
@@ -468,6 +584,10 @@ impl Server {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         let (endpoint, resp) = api::handle(&req, &path, &mut self.hub, now, unix);
+        self.metrics.http(
+            endpoint.map_or("unknown", api::Endpoint::label),
+            resp.status,
+        );
         if resp.status >= 400 {
             log_debug!(
                 "API {} {} -> {} {}",
@@ -523,6 +643,7 @@ impl Server {
         self.mark_dirty(id);
         if over {
             log_warn!("a client stopped reading: over {limit} bytes queued; closing it with 4100");
+            self.metrics.slow_consumers_dropped += 1;
             if let Some(c) = self.conn_mut(id) {
                 c.clear_queue();
             }
@@ -587,11 +708,13 @@ impl Server {
             };
             c.dirty = false;
             match c.flush() {
-                Ok(true) if c.is_closing() && !c.write_shut => {
-                    c.write_shut = true;
-                    let _ = c.stream.shutdown(Shutdown::Write);
+                Ok((empty, written)) => {
+                    self.metrics.bytes_sent += written as u64;
+                    if empty && c.is_closing() && !c.write_shut {
+                        c.write_shut = true;
+                        let _ = c.stream.shutdown(Shutdown::Write);
+                    }
                 }
-                Ok(_) => {}
                 Err(_) => self.drop_conn(id),
             }
         }
@@ -661,8 +784,11 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64, u64)> {
 
 /// Write the start line to stdout and flush it, so a supervisor or a test
 /// reading the first line sees it at once.
-pub fn announce(addr: SocketAddr, cfg: &Config) {
+pub fn announce(addr: SocketAddr, metrics: Option<SocketAddr>, cfg: &Config) {
     let mut line = format!("revurb: listening on {addr}");
+    if let Some(m) = metrics {
+        line.push_str(&format!(" (metrics on {m})"));
+    }
     if !cfg.path.is_empty() {
         line.push_str(&format!(" (path {})", cfg.path));
     }
@@ -673,4 +799,13 @@ pub fn announce(addr: SocketAddr, cfg: &Config) {
     if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
         log_error!("cannot write the start line to stdout");
     }
+}
+
+/// Send `sig` to process `pid`.
+pub fn signal_process(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

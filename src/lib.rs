@@ -12,5 +12,6 @@ pub mod conn;
 pub mod event_loop;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod pusher;
 pub mod websocket;

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             println!("revurb {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Restart => restart(&args.flags),
         Command::Config => match Config::from_process(&args.flags) {
             Ok(cfg) => {
                 print!("{}", cfg.describe());
@@ -51,7 +52,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => revurb::log_warn!("cannot raise the open files limit: {e}"),
             }
-            let server = match event_loop::bind(cfg.clone()) {
+            let server = match event_loop::bind(cfg.clone(), args.flags.clone()) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("revurb: {e}");
@@ -59,7 +60,7 @@ fn main() -> ExitCode {
                 }
             };
             match server.local_addr() {
-                Ok(addr) => event_loop::announce(addr, &cfg),
+                Ok(addr) => event_loop::announce(addr, server.metrics_addr(), &cfg),
                 Err(e) => {
                     eprintln!("revurb: {e}");
                     return ExitCode::from(1);
@@ -74,4 +75,74 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `revurb restart`: find the server through its pid file, send SIGTERM (it
+/// closes every connection with 4200 and exits 0), and wait for it to stop.
+fn restart(flags: &cli::Flags) -> ExitCode {
+    let pid_file = match (&flags.pid_file, Config::from_process(flags)) {
+        (Some(p), _) => std::path::PathBuf::from(p),
+        (None, Ok(cfg)) => match cfg.pid_file {
+            Some(p) => p,
+            None => {
+                eprintln!(
+                    "revurb: restart needs the server's pid file: start the server with --pid-file FILE \
+                     (or REVERB_PID_FILE, or servers.reverb.pid_file) and give the same to restart"
+                );
+                return ExitCode::from(2);
+            }
+        },
+        (None, Err(e)) => {
+            eprintln!("revurb: cannot find the pid file: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = match std::fs::read_to_string(&pid_file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "revurb: cannot read pid file {}: {e} (is the server running?)",
+                pid_file.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        eprintln!(
+            "revurb: pid file {} does not hold a pid: {:?}",
+            pid_file.display(),
+            text.trim()
+        );
+        return ExitCode::from(1);
+    };
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if pid <= 1 || !comm.trim().starts_with("revurb") {
+        eprintln!(
+            "revurb: no revurb process with pid {pid} (stale pid file {}?)",
+            pid_file.display()
+        );
+        return ExitCode::from(1);
+    }
+    if let Err(e) = event_loop::signal_process(pid, libc::SIGTERM) {
+        eprintln!("revurb: cannot signal pid {pid}: {e}");
+        return ExitCode::from(1);
+    }
+    println!("Broadcasting revurb restart signal (pid {pid}).");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let running = || {
+        // a zombie (exited, not yet reaped by its parent) counts as stopped
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+    };
+    while running() {
+        if std::time::Instant::now() > deadline {
+            eprintln!("revurb: pid {pid} is still running after 15 s");
+            return ExitCode::from(1);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    println!("The server closed its connections and stopped; its supervisor will start it again.");
+    ExitCode::SUCCESS
 }

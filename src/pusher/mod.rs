@@ -110,6 +110,8 @@ pub struct Stats {
     pub messages_received: u64,
     pub messages_sent: u64,
     pub errors_sent: HashMap<u16, u64>,
+    pub connections_opened: u64,
+    pub connections_closed: u64,
 }
 
 pub struct Hub {
@@ -161,6 +163,62 @@ impl Hub {
 
     pub fn apps(&self) -> impl Iterator<Item = &App> {
         self.apps.iter().map(|a| &a.config)
+    }
+
+    /// Replace the app list (SIGHUP). Apps are matched by id: one that still
+    /// exists keeps its connections and channels and takes the new settings;
+    /// the connections of a removed app are closed with 4200 (they reconnect
+    /// and learn the app is gone); new apps start empty. Returns
+    /// (kept, added, removed).
+    pub fn reload_apps(&mut self, now: u64, apps: Vec<App>) -> (usize, usize, usize) {
+        let mut old: Vec<Option<AppState>> = std::mem::take(&mut self.apps)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut mapping: Vec<Option<AppId>> = vec![None; old.len()];
+        let mut kept = 0;
+        for (new_id, config) in apps.into_iter().enumerate() {
+            let found = old
+                .iter()
+                .position(|a| a.as_ref().is_some_and(|a| a.config.id == config.id));
+            match found.and_then(|i| old[i].take().map(|state| (i, state))) {
+                Some((i, mut state)) => {
+                    state.config = config;
+                    mapping[i] = Some(new_id);
+                    kept += 1;
+                    self.apps.push(state);
+                }
+                None => self.apps.push(AppState::new(config)),
+            }
+        }
+        let added = self.apps.len() - kept;
+        // Removed apps: keep their state reachable just long enough to close
+        // their connections cleanly.
+        let removed: Vec<AppState> = old.into_iter().flatten().collect();
+        let removed_count = removed.len();
+        let first_removed = self.apps.len();
+        let unmapped = mapping.iter_mut().filter(|m| m.is_none());
+        for (index, m) in (first_removed..).zip(unmapped) {
+            *m = Some(index);
+        }
+        self.apps.extend(removed);
+        for c in self.conns.iter_mut().flatten() {
+            if let Some(Some(new)) = mapping.get(c.app) {
+                c.app = *new;
+            }
+        }
+        let doomed: Vec<ConnId> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().filter(|c| c.app >= first_removed).map(|_| i))
+            .collect();
+        for conn in doomed {
+            self.send_error(conn, errors::SHUTDOWN);
+            self.terminate(now, conn, errors::SHUTDOWN);
+        }
+        self.apps.truncate(first_removed);
+        (kept, added, removed_count)
     }
 
     /// Open WebSockets of an app on this node.
@@ -283,6 +341,7 @@ impl Hub {
         });
         self.by_socket.insert(socket_id, conn);
         self.apps[app].connections += 1;
+        self.stats.connections_opened += 1;
         let cfg = &self.apps[app].config;
         let (ping_interval, activity_timeout, max_message_size) = (
             cfg.ping_interval,
@@ -308,6 +367,7 @@ impl Hub {
         crate::log_debug!("Connection Closed {}", format_socket_id(c.socket_id));
         self.by_socket.remove(&c.socket_id);
         self.apps[c.app].connections -= 1;
+        self.stats.connections_closed += 1;
         for name in &c.channels {
             self.leave_channel(c.app, name, conn);
         }

@@ -1,0 +1,192 @@
+//! Counters the event loop keeps, and the Prometheus text exposition
+//! (format 0.0.4) served on the separate metrics listener.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::pusher::Hub;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    /// (endpoint, status) -> count
+    pub http_requests: BTreeMap<(&'static str, u16), u64>,
+    pub slow_consumers_dropped: u64,
+}
+
+impl Metrics {
+    pub fn http(&mut self, endpoint: &'static str, status: u16) {
+        *self.http_requests.entry((endpoint, status)).or_default() += 1;
+    }
+
+    /// The whole exposition text.
+    pub fn render(&self, hub: &Hub) -> String {
+        let mut text = String::with_capacity(4096);
+        let _ = writeln!(
+            text,
+            "# HELP revurb_connections Open WebSocket connections by app.\n# TYPE revurb_connections gauge"
+        );
+        for app in hub.apps() {
+            if let Some(id) = hub.app_by_id(&app.id) {
+                let _ = writeln!(
+                    text,
+                    "revurb_connections{{app=\"{}\"}} {}",
+                    escape(&app.id),
+                    hub.connection_count(id)
+                );
+            }
+        }
+        let stats = &hub.stats;
+        let counters: [(&str, &str, u64); 7] = [
+            (
+                "revurb_connections_opened_total",
+                "WebSocket connections accepted by the Pusher core.",
+                stats.connections_opened,
+            ),
+            (
+                "revurb_connections_closed_total",
+                "WebSocket connections closed.",
+                stats.connections_closed,
+            ),
+            (
+                "revurb_messages_received_total",
+                "WebSocket messages received from clients.",
+                stats.messages_received,
+            ),
+            (
+                "revurb_messages_sent_total",
+                "Pusher messages queued to clients (one per recipient).",
+                stats.messages_sent,
+            ),
+            (
+                "revurb_bytes_received_total",
+                "Bytes read from client sockets.",
+                self.bytes_received,
+            ),
+            (
+                "revurb_bytes_sent_total",
+                "Bytes written to client sockets.",
+                self.bytes_sent,
+            ),
+            (
+                "revurb_slow_consumers_dropped_total",
+                "Clients dropped with 4100 because their write queue passed the limit.",
+                self.slow_consumers_dropped,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                text,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            text,
+            "# HELP revurb_channels Occupied channels by type.\n# TYPE revurb_channels gauge"
+        );
+        let counts = hub.channel_counts();
+        for kind in [
+            "public",
+            "private",
+            "encrypted",
+            "presence",
+            "cache",
+            "user",
+        ] {
+            let _ = writeln!(
+                text,
+                "revurb_channels{{type=\"{kind}\"}} {}",
+                counts.get(kind).copied().unwrap_or(0)
+            );
+        }
+        let _ = writeln!(
+            text,
+            "# HELP revurb_http_requests_total HTTP API requests by endpoint and status.\n# TYPE revurb_http_requests_total counter"
+        );
+        for ((endpoint, status), n) in &self.http_requests {
+            let _ = writeln!(
+                text,
+                "revurb_http_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            text,
+            "# HELP revurb_errors_sent_total pusher:error messages sent, by code.\n# TYPE revurb_errors_sent_total counter"
+        );
+        let errors: BTreeMap<_, _> = stats.errors_sent.iter().collect();
+        for (code, n) in errors {
+            let _ = writeln!(text, "revurb_errors_sent_total{{code=\"{code}\"}} {n}");
+        }
+        let (rss, fds) = process_figures();
+        let _ = writeln!(
+            text,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+        );
+        let _ = writeln!(
+            text,
+            "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {fds}"
+        );
+        text
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// (RSS bytes, open fds) of this process, from /proc; zeros elsewhere.
+pub fn process_figures() -> (u64, u64) {
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    (rss, fds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pusher::App;
+
+    #[test]
+    fn renders_families_and_values() {
+        let mut hub = Hub::new(vec![App::new("app-1", "key", "secret")], 1, false);
+        assert!(hub.open(0, 0, "key", None).is_some());
+        let mut m = Metrics {
+            bytes_received: 10,
+            bytes_sent: 20,
+            ..Metrics::default()
+        };
+        m.http("events", 200);
+        m.http("events", 200);
+        m.http("events", 401);
+        let text = m.render(&hub);
+        assert!(
+            text.contains("revurb_connections{app=\"app-1\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("revurb_connections_opened_total 1\n"));
+        assert!(text.contains("revurb_bytes_sent_total 20\n"));
+        assert!(
+            text.contains("revurb_http_requests_total{endpoint=\"events\",status=\"200\"} 2\n")
+        );
+        assert!(
+            text.contains("revurb_http_requests_total{endpoint=\"events\",status=\"401\"} 1\n")
+        );
+        assert!(text.contains("revurb_channels{type=\"public\"} 0\n"));
+        assert!(text.contains("# TYPE revurb_messages_sent_total counter\n"));
+        // every sample line is `name{labels} value` with a numeric value
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit_once(' ').map(|(_, v)| v).unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}
