@@ -34,6 +34,8 @@ pub struct Config {
     pub request_timeout: u64,
     pub debug: bool,
     pub pid_file: Option<PathBuf>,
+    /// TLS certificate and key, from the options or a Herd/Valet lookup.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// `host:port` of the metrics listener, `None` when off.
     pub metrics: Option<(String, u16)>,
     pub apps: Vec<App>,
@@ -176,6 +178,30 @@ pub const OPTIONS: &[Opt] = &[
         kind: Kind::Int(0, 65_535),
         default: Some("9601"),
         help: "port of the metrics listener; 0 turns it off",
+    },
+    Opt {
+        json: "servers.reverb.options.tls.cert",
+        env: "REVERB_TLS_CERT",
+        flag: None,
+        kind: Kind::Str,
+        default: None,
+        help: "PEM certificate chain; with tls.key, the server speaks TLS (wss://, https://)",
+    },
+    Opt {
+        json: "servers.reverb.options.tls.key",
+        env: "REVERB_TLS_KEY",
+        flag: None,
+        kind: Kind::Str,
+        default: None,
+        help: "PEM private key (PKCS#8, PKCS#1, SEC1, or encrypted PKCS#8)",
+    },
+    Opt {
+        json: "servers.reverb.options.tls.passphrase",
+        env: "REVERB_TLS_PASSPHRASE",
+        flag: None,
+        kind: Kind::Str,
+        default: None,
+        help: "passphrase of an encrypted PKCS#8 key",
     },
     Opt {
         json: "servers.reverb.debug",
@@ -361,7 +387,12 @@ impl Config {
                     let v = convert(opt.kind, &raw).map_err(|why| {
                         ConfigError(format!("{} ({}): {why}", name_in(opt, &source), source))
                     })?;
-                    sources.push((opt.json, display(&v), source));
+                    let shown = if opt.json.ends_with("passphrase") {
+                        "\"****\"".to_string()
+                    } else {
+                        display(&v)
+                    };
+                    sources.push((opt.json, shown, source));
                     values.insert(opt.json, Some(v));
                 }
                 None => {
@@ -426,6 +457,33 @@ impl Config {
                 "servers.reverb.host (REVERB_SERVER_HOST, --host) must not be empty".into(),
             ));
         }
+        let tls = match (
+            s("servers.reverb.options.tls.cert"),
+            s("servers.reverb.options.tls.key"),
+        ) {
+            (Some(cert), Some(key)) if !cert.is_empty() && !key.is_empty() => {
+                Some(crate::tls::TlsFiles {
+                    cert: PathBuf::from(cert),
+                    key: PathBuf::from(key),
+                    passphrase: s("servers.reverb.options.tls.passphrase")
+                        .filter(|p| !p.is_empty()),
+                })
+            }
+            (Some(c), None) if !c.is_empty() => {
+                return Err(ConfigError("servers.reverb.options.tls.cert (REVERB_TLS_CERT) is set but the key (REVERB_TLS_KEY) is not".into()));
+            }
+            (None, Some(k)) if !k.is_empty() => {
+                return Err(ConfigError("servers.reverb.options.tls.key (REVERB_TLS_KEY) is set but the certificate (REVERB_TLS_CERT) is not".into()));
+            }
+            _ => {
+                // Reverb turns TLS on when the hostname has a Herd or Valet certificate.
+                let home = (inputs.env)("HOME").map(PathBuf::from);
+                match (s("servers.reverb.hostname"), home) {
+                    (Some(h), Some(home)) => crate::tls::herd_valet_certificate(&home, &h),
+                    _ => None,
+                }
+            }
+        };
         Ok(Config {
             host,
             port: n("servers.reverb.port") as u16,
@@ -435,6 +493,7 @@ impl Config {
             write_queue_limit: n("servers.reverb.write_queue_limit") as usize,
             request_timeout: n("servers.reverb.request_timeout"),
             debug: b("servers.reverb.debug"),
+            tls,
             pid_file: s("servers.reverb.pid_file")
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),

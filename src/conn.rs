@@ -8,7 +8,7 @@
 //! recipient, and is written with one `writev` per turn.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::rc::Rc;
 
 use mio::net::TcpStream;
@@ -50,6 +50,8 @@ pub enum Phase {
 #[derive(Debug)]
 pub struct Conn {
     pub stream: TcpStream,
+    /// The TLS session when the listener speaks TLS.
+    pub tls: Option<Box<rustls::ServerConnection>>,
     pub phase: Phase,
     /// Unhandled input (an incomplete request or frame). Empty when idle.
     pub pending: Vec<u8>,
@@ -67,6 +69,8 @@ pub struct Conn {
     pub serial: u64,
     /// The write side has been shut down (after a close).
     pub write_shut: bool,
+    /// TLS produced bytes while reading (a handshake step) that need a flush.
+    pub needs_flush: bool,
     /// Accepted on the metrics listener: only `GET /metrics` is served.
     pub is_metrics: bool,
 }
@@ -75,6 +79,7 @@ impl Conn {
     pub fn new(stream: TcpStream, serial: u64, deadline: u64) -> Conn {
         Conn {
             stream,
+            tls: None,
             phase: Phase::Http,
             pending: Vec::new(),
             out: VecDeque::new(),
@@ -85,6 +90,7 @@ impl Conn {
             deadline,
             serial,
             write_shut: false,
+            needs_flush: false,
             is_metrics: false,
         }
     }
@@ -114,9 +120,53 @@ impl Conn {
         self.out_bytes = 0;
     }
 
+    /// Read plaintext into `buf`: `Ok(0)` is end of stream, `WouldBlock`
+    /// means nothing more for now. With TLS this feeds records to rustls and
+    /// returns what it decrypts.
+    pub fn read_into(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_mut() else {
+            return self.stream.read(buf);
+        };
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n), // 0: the peer sent close_notify
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if tls.read_tls(&mut self.stream)? == 0 {
+                return Ok(0);
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // try to tell the peer why before giving up
+                let _ = tls.write_tls(&mut self.stream);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            if tls.wants_write() {
+                // handshake messages to send: the loop flushes dirty connections
+                self.needs_flush = true;
+            }
+        }
+    }
+
+    /// True when rustls holds bytes that must reach the socket.
+    pub fn tls_wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Queue a TLS close_notify (before the write side is shut).
+    pub fn tls_close_notify(&mut self) {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut self.stream);
+        }
+    }
+
     /// Write as much of the queue as the socket takes. Returns whether the
     /// queue is empty afterwards, and the bytes written.
     pub fn flush(&mut self) -> io::Result<(bool, usize)> {
+        if self.tls.is_some() {
+            return self.flush_tls();
+        }
         let mut total = 0;
         while !self.out.is_empty() {
             if !self.writable {
@@ -160,5 +210,47 @@ impl Conn {
             self.out = VecDeque::new();
         }
         Ok((true, total))
+    }
+
+    /// TLS: move queued plaintext into rustls (bounded by its buffer limit)
+    /// and write records until the socket is full or nothing is left.
+    fn flush_tls(&mut self) -> io::Result<(bool, usize)> {
+        self.needs_flush = false;
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok((true, 0));
+        };
+        let mut total = 0;
+        loop {
+            while let Some(front) = self.out.front() {
+                let bytes = &front.bytes()[self.out_offset..];
+                let n = tls.writer().write(bytes)?;
+                if n == 0 {
+                    break; // rustls buffer full: write records first
+                }
+                self.out_bytes -= n;
+                if n == bytes.len() {
+                    self.out_offset = 0;
+                    self.out.pop_front();
+                } else {
+                    self.out_offset += n;
+                }
+            }
+            if !tls.wants_write() {
+                return Ok((self.out.is_empty(), total));
+            }
+            if !self.writable {
+                return Ok((false, total));
+            }
+            match tls.write_tls(&mut self.stream) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => total += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    return Ok((false, total));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }

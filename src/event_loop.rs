@@ -15,7 +15,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -55,6 +55,7 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     signals: Signals,
     cfg: Config,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// The command line, kept to re-read the configuration on SIGHUP.
     flags: Flags,
     metrics: Metrics,
@@ -76,6 +77,10 @@ pub struct Server {
 
 /// Bind the listeners and build the server; the caller prints the address.
 pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
+    let tls = match &cfg.tls {
+        Some(files) => Some(crate::tls::server_config(files).map_err(io::Error::other)?),
+        None => None,
+    };
     let addr: SocketAddr = cfg
         .bind_address()
         .parse()
@@ -151,6 +156,7 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
         signals,
         cfg,
         flags,
+        tls,
         metrics: Metrics::default(),
         hub,
         conns: Vec::new(),
@@ -316,6 +322,21 @@ impl Server {
                     self.next_serial += 1;
                     let mut conn = Conn::new(stream, serial, 0);
                     conn.is_metrics = metrics;
+                    if !metrics && let Some(tls) = &self.tls {
+                        match rustls::ServerConnection::new(tls.clone()) {
+                            Ok(mut t) => {
+                                // bound what rustls buffers; the rest waits in our queue
+                                t.set_buffer_limit(Some(64 * 1024));
+                                conn.tls = Some(Box::new(t));
+                            }
+                            Err(e) => {
+                                log_warn!("cannot start a TLS session: {e}");
+                                let _ = self.poll.registry().deregister(&mut conn.stream);
+                                self.free.push(id);
+                                continue;
+                            }
+                        }
+                    }
                     self.conns[id] = Some(conn);
                     let deadline = self.now() + self.cfg.request_timeout * 1000;
                     self.set_deadline(id, deadline);
@@ -396,7 +417,12 @@ impl Server {
                 return;
             }
             let want = budget.min(self.scratch.len());
-            match c.stream.read(&mut self.scratch[..want]) {
+            let result = c.read_into(&mut self.scratch[..want]);
+            if c.needs_flush {
+                c.needs_flush = false;
+                self.mark_dirty(id);
+            }
+            match result {
                 Ok(0) => {
                     self.drop_conn(id);
                     return;
@@ -712,6 +738,7 @@ impl Server {
                     self.metrics.bytes_sent += written as u64;
                     if empty && c.is_closing() && !c.write_shut {
                         c.write_shut = true;
+                        c.tls_close_notify();
                         let _ = c.stream.shutdown(Shutdown::Write);
                     }
                 }
@@ -786,6 +813,9 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64, u64)> {
 /// reading the first line sees it at once.
 pub fn announce(addr: SocketAddr, metrics: Option<SocketAddr>, cfg: &Config) {
     let mut line = format!("revurb: listening on {addr}");
+    if cfg.tls.is_some() {
+        line.push_str(" (secure)");
+    }
     if let Some(m) = metrics {
         line.push_str(&format!(" (metrics on {m})"));
     }

@@ -14,4 +14,5 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod pusher;
+pub mod tls;
 pub mod websocket;
