@@ -153,6 +153,22 @@ impl Presence {
         }
     }
 
+    /// Replace a connection's member entry when it is the same user (a
+    /// re-subscribe); false (and nothing changed) otherwise.
+    pub fn replace_same_user(&mut self, conn: ConnId, member: Rc<Member>) -> bool {
+        let Some(old) = self.by_conn.get(&conn) else {
+            return false;
+        };
+        if old.key != member.key {
+            return false;
+        }
+        if let Some(entry) = self.users.iter_mut().find(|(m, _)| m.key == member.key) {
+            entry.0 = member.clone();
+        }
+        self.by_conn.insert(conn, member);
+        true
+    }
+
     /// Remove a connection; returns the member if it was the user's last connection.
     pub fn remove(&mut self, conn: ConnId) -> Option<Rc<Member>> {
         let member = self.by_conn.remove(&conn)?;

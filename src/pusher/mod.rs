@@ -128,6 +128,8 @@ pub struct Hub {
     pong_json: Frame,
     pub stats: Stats,
     debug: bool,
+    /// When the earliest cached event expires (to drop dead cache channels).
+    next_cache_sweep: Option<u64>,
 }
 
 impl Hub {
@@ -144,6 +146,7 @@ impl Hub {
             pong_json: websocket::text_frame(br#"{"event":"pusher:pong"}"#).into(),
             stats: Stats::default(),
             debug,
+            next_cache_sweep: None,
         }
     }
 
@@ -234,7 +237,11 @@ impl Hub {
 
     /// The earliest deadline (ms) at which `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.timers.peek().map(|Reverse((t, _, _))| *t)
+        let ping = self.timers.peek().map(|Reverse((t, _, _))| *t);
+        match (ping, self.next_cache_sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn next_random(&mut self) -> u64 {
@@ -402,6 +409,9 @@ impl Hub {
 
     /// Pings and prunes that are due.
     pub fn handle_timeout(&mut self, now: u64) {
+        if self.next_cache_sweep.is_some_and(|t| t <= now) {
+            self.sweep_caches(now);
+        }
         while let Some(&Reverse((deadline, conn, sid))) = self.timers.peek() {
             if deadline > now {
                 break;
@@ -633,7 +643,9 @@ impl Hub {
             return Ok(());
         };
         let already = c.channels.iter().any(|n| &**n == name.as_str());
-        if !already && c.channels.len() >= MAX_CHANNELS_PER_CONNECTION {
+        // the server-managed #server-to-user- channel of a signin does not count
+        let used = c.channels.iter().filter(|n| !n.starts_with('#')).count();
+        if !already && used >= MAX_CHANNELS_PER_CONNECTION {
             return Err(errors::TOO_MANY_CHANNELS);
         }
         // A full presence channel admits only users already in it.
@@ -644,8 +656,21 @@ impl Hub {
         {
             return Err(errors::PRESENCE_FULL);
         }
-        if already && kind.is_presence() {
-            // re-subscribe: replace the membership, as Reverb overwrites the entry
+        let mut replaced = false;
+        if already
+            && kind.is_presence()
+            && let Some(m) = &member
+            && self.apps[app]
+                .channels
+                .get_mut(name.as_str())
+                .and_then(|ch| ch.presence.as_mut())
+                .is_some_and(|p| p.replace_same_user(conn, m.clone()))
+        {
+            // Re-subscribing as the same user: Reverb overwrites the entry and
+            // nobody else hears anything.
+            replaced = true;
+        } else if already && kind.is_presence() {
+            // re-subscribing as another user: the old membership leaves first
             self.leave_channel(app, name, conn);
             if let Some(c) = self.conn_mut(conn) {
                 c.channels.retain(|n| &**n != name.as_str());
@@ -658,7 +683,7 @@ impl Hub {
             .or_insert_with(|| Channel::new(name));
         ch.add(conn);
         let mut added = None;
-        if let (Some(p), Some(m)) = (ch.presence.as_mut(), member)
+        if let (Some(p), Some(m), false) = (ch.presence.as_mut(), member, replaced)
             && p.add(conn, m.clone())
         {
             added = Some(m);
@@ -893,6 +918,8 @@ impl Hub {
                 message: frame.clone(),
                 expires_at: now + CACHE_TTL_MS,
             }));
+            let expiry = now + CACHE_TTL_MS;
+            self.next_cache_sweep = Some(self.next_cache_sweep.map_or(expiry, |t| t.min(expiry)));
         }
         let Some(ch) = self.apps[app].channels.get(name) else {
             return 0;
@@ -1073,11 +1100,22 @@ impl Hub {
         out
     }
 
-    /// Drop cache channels whose event expired and who have no subscribers.
+    /// Drop cache channels whose event expired and who have no subscribers,
+    /// forget expired events, and schedule the next sweep.
     pub fn sweep_caches(&mut self, now: u64) {
+        let mut next: Option<u64> = None;
         for a in &mut self.apps {
             a.channels.retain(|_, c| !c.is_dead(now));
+            for c in a.channels.values_mut() {
+                if c.cache.as_ref().is_some_and(|k| k.expires_at <= now) {
+                    c.cache = None;
+                }
+                if let Some(k) = &c.cache {
+                    next = Some(next.map_or(k.expires_at, |n| n.min(k.expires_at)));
+                }
+            }
         }
+        self.next_cache_sweep = next;
     }
 }
 
