@@ -64,6 +64,21 @@ pub const FLAGS: &[(&str, &str, &str)] = &[
         "JSON configuration file (default ./revurb.json when present)",
     ),
     (
+        "--pid-file",
+        "FILE",
+        "write the pid here; `revurb restart` reads it (env REVERB_PID_FILE)",
+    ),
+    (
+        "--metrics-host",
+        "HOST",
+        "metrics listener address (default 127.0.0.1; env REVERB_METRICS_HOST)",
+    ),
+    (
+        "--metrics-port",
+        "PORT",
+        "metrics listener port, 0 = off (default 9601; env REVERB_METRICS_PORT)",
+    ),
+    (
         "--debug",
         "",
         "log every message to stderr (env REVERB_DEBUG)",

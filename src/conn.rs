@@ -113,11 +113,23 @@ impl Conn {
     }
 
     /// Drop everything queued (a slow reader being disconnected).
+    /// Drop everything queued that has not started to go out. The unsent
+    /// rest of a frame the socket has partly taken is kept, so the stream
+    /// stays well-formed for what follows (the 4100 error and close).
     pub fn clear_queue(&mut self) {
-        self.out.clear();
+        let partial = if self.out_offset > 0 {
+            self.out.pop_front()
+        } else {
+            None
+        };
         self.out = VecDeque::new();
-        self.out_offset = 0;
         self.out_bytes = 0;
+        if let Some(chunk) = partial {
+            let rest = chunk.bytes()[self.out_offset..].to_vec();
+            self.out_bytes = rest.len();
+            self.out.push_back(Chunk::Owned(rest));
+        }
+        self.out_offset = 0;
     }
 
     /// Read plaintext into `buf`: `Ok(0)` is end of stream, `WouldBlock`

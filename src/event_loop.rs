@@ -589,10 +589,21 @@ impl Server {
             _ => return self.respond(id, Response::text(404, "Not found."), !keep_alive, now),
         };
         if path == "/up" {
-            let resp = if req.method == "GET" || req.method == "HEAD" {
-                Response::json(200, r#"{"health":"OK"}"#)
-            } else {
-                Response::text(405, "Method not allowed.").header("Allow", "GET")
+            let resp = match req.method.as_str() {
+                "GET" => Response::json(200, r#"{"health":"OK"}"#),
+                "HEAD" => {
+                    // the headers of the GET, without the body (RFC 9110 9.3.2)
+                    let mut bytes = Response::json(200, r#"{"health":"OK"}"#).to_bytes(!keep_alive);
+                    bytes.truncate(bytes.len() - r#"{"health":"OK"}"#.len());
+                    self.queue(id, Chunk::Owned(bytes));
+                    if keep_alive {
+                        self.set_deadline(id, now + self.cfg.request_timeout * 1000);
+                    } else {
+                        self.begin_close(id, now);
+                    }
+                    return;
+                }
+                _ => Response::text(405, "Method not allowed.").header("Allow", "GET, HEAD"),
             };
             return self.respond(id, resp, !keep_alive, now);
         }
