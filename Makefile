@@ -6,7 +6,7 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 # The development app `make run` serves (pusher-js: key app-key, host 127.0.0.1, port 8080).
 DEV_ENV := REVERB_APP_ID=app-id REVERB_APP_KEY=app-key REVERB_APP_SECRET=app-secret
 
-.PHONY: build run test unit interop lint static install clean
+.PHONY: build run test unit interop lint static install clean bench
 
 build:
 	$(CARGO) build --release
@@ -43,3 +43,25 @@ install: build
 clean:
 	$(CARGO) clean
 	rm -rf tests/interop/node_modules
+
+# Benchmarks (issue 5): build the server and the load generator in release, run the
+# standard set with the server pinned to CPU 0 and the generator to CPU 1 (when taskset
+# exists and there are two CPUs), and write the table to benches/RESULTS.md.
+BENCH_PIN := $(shell command -v taskset >/dev/null 2>&1 && [ "$$(nproc)" -ge 2 ] && echo "--server-cpu 0 --cpu 1")
+BENCH_RUN = ./target/release/loadgen $(1) --spawn ./target/release/revurb $(BENCH_PIN) | tee -a benches/results.jsonl
+
+bench:
+	$(CARGO) build --release --workspace
+	@rm -f benches/results.jsonl
+	$(call BENCH_RUN,conns --n 10000 --rate 5000 --channels 10 --hold 5)
+	$(call BENCH_RUN,conns --n 19000 --rate 5000 --channels 10 --hold 5)
+	$(call BENCH_RUN,fanout --n 10000 --channels 1 --rate 5 --duration 10)
+	$(call BENCH_RUN,fanout --n 1000 --channels 10 --rate 200 --duration 10)
+	$(call BENCH_RUN,api --connections 4 --duration 5)
+	$(call BENCH_RUN,clientevents --n 1000 --group 2 --rate 1000 --duration 10)
+	$(call BENCH_RUN,slowconsumer --n 100 --channels 1 --rate 200 --payload 4000 --duration 8 --slow 5)
+	@{ echo "# revurb benchmark results"; echo; \
+	  echo "Written by \`make bench\` on $$(date -u +%Y-%m-%d) ($$(nproc) CPUs, $$(uname -sr)); one JSON line per run in benches/results.jsonl."; \
+	  echo "Server: \`revurb start\` with the dev app, spawned by the generator; \`--server-cpu 0 --cpu 1\` pin the server (taskset) and the generator to one CPU each."; \
+	  echo; ./target/release/loadgen table < benches/results.jsonl; } > benches/RESULTS.md
+	@cat benches/RESULTS.md

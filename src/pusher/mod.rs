@@ -402,6 +402,10 @@ impl Hub {
     /// over its write-queue limit) with a Pusher error.
     pub fn kick(&mut self, now: u64, conn: ConnId, err: (u16, &'static str)) {
         if self.conn(conn).is_some() {
+            // Frames still waiting for it must not follow the clear: the
+            // stream would skip events and then go on.
+            self.out
+                .retain(|o| !matches!(o, Output::Send(c, _) if *c == conn));
             self.send_error(conn, err);
             self.terminate(now, conn, err);
         }
@@ -592,7 +596,7 @@ impl Hub {
             },
             Some(_) => return Err(errors::INVALID_MESSAGE),
         };
-        if !channel::valid_name(name) {
+        if !channel::valid_name(name) && !channel::valid_api_name(name) {
             return Err(errors::INVALID_CHANNEL);
         }
         let kind = channel::Kind::of(name);
@@ -601,7 +605,26 @@ impl Hub {
         let mut member = None;
         match kind.auth {
             Auth::Public => {}
-            Auth::ServerToUser => return Err(errors::INVALID_CHANNEL),
+            Auth::ServerToUser => {
+                // pusher-js subscribes to its own #server-to-user-<id> after a
+                // signin; the server already put it there, so just confirm.
+                let own = self
+                    .conn(conn)
+                    .and_then(|c| c.user.as_deref())
+                    .is_some_and(|u| name.strip_prefix(SERVER_TO_USER_PREFIX) == Some(u));
+                if !own {
+                    return Err(errors::INVALID_CHANNEL);
+                }
+                self.send_json(
+                    conn,
+                    &message::event(
+                        "pusher_internal:subscription_succeeded",
+                        Some("{}"),
+                        Some(name),
+                    ),
+                );
+                return Ok(());
+            }
             Auth::Private | Auth::Presence => {
                 let signed_data = if kind.auth == Auth::Presence {
                     channel_data.as_ref().map(|(raw, _)| *raw)

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mio::net::{TcpSocket, TcpStream};
+use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde_json::{Value, json};
 
@@ -144,6 +144,8 @@ pub struct Bench {
     pub ce_plan: Option<CePlan>,
     pub probe: Option<ProbePlan>,
     next_slow_check: Instant,
+    /// Clients that stopped reading, watched through TCP_INFO.
+    slow_watch: Vec<usize>,
     /// Connections opened but neither subscribed nor closed.
     pub pending: usize,
     pub connect_failures: u64,
@@ -197,6 +199,7 @@ impl Bench {
             ce_plan: None,
             probe: None,
             next_slow_check: now,
+            slow_watch: Vec::new(),
             pending: 0,
             connect_failures: 0,
             errors: Vec::new(),
@@ -245,16 +248,10 @@ impl Bench {
     }
 
     fn socket(&self, index: usize, rcvbuf: Option<usize>) -> io::Result<TcpStream> {
-        let s = TcpSocket::new_v4()?;
-        s.set_reuseaddr(true)?;
-        if let Some(n) = rcvbuf {
-            s.set_recv_buffer_size(n as u32)?;
-        }
-        s.bind(SocketAddr::new(
-            proto::source_ip(index, self.set.salt).into(),
-            0,
-        ))?;
-        s.connect(self.set.server)
+        let SocketAddr::V4(server) = self.set.server else {
+            return Err(io::Error::other("IPv4 only"));
+        };
+        nonblocking_connect(proto::source_ip(index, self.set.salt), server, rcvbuf)
     }
 
     // ---- WebSocket clients ---------------------------------------------------------
@@ -289,9 +286,11 @@ impl Bench {
         };
         let rcvbuf = slow.then_some(self.set.slow_rcvbuf);
         let opened = self.socket(i, rcvbuf).and_then(|mut s| {
-            self.poll
-                .registry()
-                .register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+            self.poll.registry().register(
+                &mut s,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
             Ok(s)
         });
         match opened {
@@ -394,10 +393,7 @@ impl Bench {
     fn ws_read(&mut self, i: usize) {
         let mut tmp = std::mem::take(&mut self.tmp);
         let mut end = None;
-        loop {
-            let Some(s) = self.ws[i].sock.as_mut() else {
-                break;
-            };
+        while let Some(s) = self.ws[i].sock.as_mut() {
             match s.read(&mut tmp) {
                 Ok(0) => {
                     end = Some("eof".to_string());
@@ -470,7 +466,11 @@ impl Bench {
                         OP_CLOSE => {
                             let code = proto::close_code(payload);
                             self.ws[i].close_code = code;
-                            let echo = proto::masked_frame(OP_CLOSE, &payload[..payload.len().min(2)], [1, 1, 1, 1]);
+                            let echo = proto::masked_frame(
+                                OP_CLOSE,
+                                &payload[..payload.len().min(2)],
+                                [1, 1, 1, 1],
+                            );
                             self.ws_send(i, &echo);
                             return self.close_ws(
                                 i,
@@ -478,9 +478,10 @@ impl Bench {
                             );
                         }
                         OP_PONG => {}
-                        op => {
-                            self.note(format!("client {i}: unexpected opcode {op} (fin {})", f.fin))
-                        }
+                        op => self.note(format!(
+                            "client {i}: unexpected opcode {op} (fin {})",
+                            f.fin
+                        )),
                     }
                     off += f.end;
                 }
@@ -524,11 +525,11 @@ impl Bench {
                     .as_str()
                     .and_then(|s| serde_json::from_str(s).ok())
                     .unwrap_or(Value::Null);
+                let channel = self.channel_name(self.ws[i].group);
                 let ws = &mut self.ws[i];
                 ws.socket_id = data["socket_id"].as_str().unwrap_or("").to_string();
                 ws.open_after = Some(now - ws.started);
                 ws.state = WsState::Subscribing;
-                let channel = self.channel_name(ws.group);
                 let mut sub = json!({"event": "pusher:subscribe", "data": {"channel": channel}});
                 if self.set.private {
                     sub["data"]["auth"] = json!(proto::channel_auth(
@@ -550,12 +551,13 @@ impl Bench {
                     if ws.slow {
                         ws.paused = true;
                         ws.paused_at = Some(now);
+                        self.slow_watch.push(i);
                         // Keep only writable edges: no wake-ups for data we will not read.
                         if let Some(s) = ws.sock.as_mut() {
-                            let _ = self
-                                .poll
-                                .registry()
-                                .reregister(s, Token(i), Interest::WRITABLE);
+                            let _ =
+                                self.poll
+                                    .registry()
+                                    .reregister(s, Token(i), Interest::WRITABLE);
                         }
                     } else {
                         self.live_subs[ws.group] += 1;
@@ -564,7 +566,11 @@ impl Bench {
             }
             "pusher:ping" => {
                 self.ws[i].pings += 1;
-                let pong = proto::masked_frame(OP_TEXT, br#"{"event":"pusher:pong","data":{}}"#, [5, 6, 7, 8]);
+                let pong = proto::masked_frame(
+                    OP_TEXT,
+                    br#"{"event":"pusher:pong","data":{}}"#,
+                    [5, 6, 7, 8],
+                );
                 self.ws_send(i, &pong);
             }
             "pusher:error" => {
@@ -604,17 +610,21 @@ impl Bench {
     }
 
     fn check_slow(&mut self, now: Instant) {
-        for ws in &mut self.ws {
-            if !ws.paused || ws.tcp_gone.is_some() {
-                continue;
+        let ws = &mut self.ws;
+        self.slow_watch.retain(|&i| {
+            let w = &mut ws[i];
+            if !w.paused || w.tcp_gone.is_some() {
+                return false;
             }
-            if let Some(s) = ws.sock.as_ref()
+            if let Some(s) = w.sock.as_ref()
                 && let Some(state) = tcp_state(s)
                 && state != 1
             {
-                ws.tcp_gone = Some((now, state));
+                w.tcp_gone = Some((now, state));
+                return false;
             }
-        }
+            true
+        });
     }
 
     // ---- HTTP publishers -------------------------------------------------------------
@@ -668,12 +678,9 @@ impl Bench {
         }
     }
 
-    /// Publishers ready for a request.
-    pub fn http_idle(&self) -> usize {
-        self.http
-            .iter()
-            .filter(|h| !h.probe && h.connected && h.inflight.is_none())
-            .count()
+    /// Every HTTP connection is connected.
+    pub fn http_ready(&self) -> bool {
+        self.http.iter().all(|h| h.connected)
     }
 
     pub fn http_inflight(&self) -> usize {
@@ -700,10 +707,7 @@ impl Bench {
         }
         let mut tmp = std::mem::take(&mut self.tmp);
         let mut end = None;
-        loop {
-            let Some(s) = self.http[j].sock.as_mut() else {
-                break;
-            };
+        while let Some(s) = self.http[j].sock.as_mut() {
             match s.read(&mut tmp) {
                 Ok(0) => {
                     end = Some("eof".to_string());
@@ -931,7 +935,7 @@ impl Bench {
                 p.next = now + every;
             }
         }
-        if now >= self.next_slow_check {
+        if !self.slow_watch.is_empty() && now >= self.next_slow_check {
             self.check_slow(now);
             self.next_slow_check = now + Duration::from_millis(10);
         }
@@ -979,7 +983,7 @@ impl Bench {
         if let Some(p) = &self.probe {
             consider(p.next);
         }
-        if self.ws.iter().any(|w| w.paused && w.tcp_gone.is_none()) {
+        if !self.slow_watch.is_empty() {
             consider(self.next_slow_check);
         }
         next
@@ -1066,6 +1070,87 @@ pub fn due_count(start: Instant, rate: f64, now: Instant) -> u64 {
         return 0;
     }
     (now.duration_since(start).as_secs_f64() * rate).floor() as u64 + 1
+}
+
+/// A non-blocking TCP connection from `src` (port chosen at connect) to `dst`, in progress.
+fn nonblocking_connect(
+    src: std::net::Ipv4Addr,
+    dst: std::net::SocketAddrV4,
+    rcvbuf: Option<usize>,
+) -> io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    fn sockaddr(a: std::net::SocketAddrV4) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        }
+    }
+    fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    }
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let int_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns; every pointer refers to
+    // a live local of the size passed with it. The descriptor is handed to a std TcpStream
+    // (which closes it) before any early return after its creation.
+    unsafe {
+        let fd = check(libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        check(libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            int_len,
+        ))?;
+        // Choose the port at connect() time from the whole 4-tuple: binding port 0 would
+        // search the bind table (slow with thousands of sockets) and use up one port per
+        // socket for every destination.
+        check(libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            int_len,
+        ))?;
+        if let Some(n) = rcvbuf {
+            let n = n.min(i32::MAX as usize) as libc::c_int;
+            check(libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&n as *const libc::c_int).cast(),
+                int_len,
+            ))?;
+        }
+        let from = sockaddr(std::net::SocketAddrV4::new(src, 0));
+        check(libc::bind(
+            fd,
+            (&from as *const libc::sockaddr_in).cast(),
+            len,
+        ))?;
+        let to = sockaddr(dst);
+        if libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), len) < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(e);
+            }
+        }
+        Ok(TcpStream::from_std(stream))
+    }
 }
 
 /// The TCP state (`tcpi_state`, 1 = ESTABLISHED) of a socket.

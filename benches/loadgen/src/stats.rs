@@ -9,7 +9,8 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     }
     let p = p.clamp(0.0, 100.0);
     // Nearest rank: the smallest value with at least p% of the samples at or below it.
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    // (The epsilon keeps 99.9% of 1000 at rank 999 despite binary fractions.)
+    let rank = ((p / 100.0) * sorted.len() as f64 - 1e-9).ceil() as usize;
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 

@@ -100,6 +100,8 @@ export async function startServer({ env = {}, args = [], timeoutMs = 10000 } = {
   }
   const fullEnv = {
     ...process.env,
+    // parallel servers would fight over the default metrics port
+    REVERB_METRICS_PORT: '0',
     REVERB_APP_ID: APP_ID,
     REVERB_APP_KEY: APP_KEY,
     REVERB_APP_SECRET: APP_SECRET,
@@ -142,7 +144,7 @@ export async function startServer({ env = {}, args = [], timeoutMs = 10000 } = {
           const nl = stdout.indexOf('\n');
           if (nl === -1) return;
           const first = stdout.slice(0, nl).trim();
-          const m = /^revurb: listening on (\S+):(\d+)$/.exec(first);
+          const m = /^revurb: listening on (\S+):(\d+)(?: \(.*\))?$/.exec(first);
           if (m) resolve({ host: m[1], port: Number(m[2]) });
           else reject(new Error(`first stdout line is not "revurb: listening on HOST:PORT": ${JSON.stringify(first)}`));
         });

@@ -1,0 +1,209 @@
+//! `loadgen table`: turn the JSON lines of runs into a markdown table.
+
+use serde_json::Value;
+
+/// A number for a table cell: `-` when absent, integers without a fraction.
+fn num(v: &Value) -> String {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            Some(f) => format!("{f}"),
+            None => n.to_string(),
+        },
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn mib(v: &Value) -> String {
+    v.as_f64()
+        .map_or("-".into(), |b| format!("{:.1} MiB", b / 1_048_576.0))
+}
+
+/// `p50 / p90 / p99 / p999 / max` of a latency summary, in ms.
+fn lat(v: &Value) -> String {
+    format!(
+        "{} / {} / {} / {} / {} ms",
+        num(&v["p50"]),
+        num(&v["p90"]),
+        num(&v["p99"]),
+        num(&v["p999"]),
+        num(&v["max"])
+    )
+}
+
+fn loss(v: &Value) -> String {
+    format!(
+        "{} of {} received, {} lost, {} duplicate",
+        num(&v["received"]),
+        num(&v["expected"]),
+        num(&v["lost"]),
+        num(&v["duplicates"])
+    )
+}
+
+/// (run, key figures) of one report line.
+pub fn row(r: &Value) -> (String, String) {
+    let mode = r["mode"].as_str().unwrap_or("?");
+    let idle = format!("idle RSS {}", mib(&r["server"]["rss_idle_bytes"]));
+    match mode {
+        "conns" => (
+            format!("conns {}", num(&r["connections"])),
+            format!(
+                "{} established, {} failed; connect p50/p99 {} / {} ms; RSS {} → {}; \
+                 **{} B per connection**; {idle}",
+                num(&r["established"]),
+                num(&r["failures"]),
+                num(&r["connect_ms"]["p50"]),
+                num(&r["connect_ms"]["p99"]),
+                mib(&r["rss_before_bytes"]),
+                mib(&r["rss_after_bytes"]),
+                num(&r["rss_per_conn_bytes"]),
+            ),
+        ),
+        "fanout" => (
+            format!(
+                "fanout {} subs / {} ch, {}/s",
+                num(&r["subscribers"]),
+                num(&r["channels"]),
+                num(&r["rate"])
+            ),
+            format!(
+                "{} deliveries/s; {}; latency p50/p90/p99/p999/max {}; server CPU {} s, \
+                 **{} deliveries per server CPU-second**",
+                num(&r["deliveries_per_sec"]),
+                loss(&r["loss"]),
+                lat(&r["latency_ms"]),
+                num(&r["server_cpu_s"]),
+                num(&r["deliveries_per_server_cpu_s"]),
+            ),
+        ),
+        "api" => (
+            format!("api, {} connections", num(&r["connections"])),
+            format!(
+                "**{} publishes/s**; status {}; {} HTTP errors; request latency \
+                 p50/p90/p99/p999/max {}; subscriber: {}",
+                num(&r["requests_per_sec"]),
+                r["publish_status"],
+                num(&r["http_errors"]),
+                lat(&r["request_latency_ms"]),
+                loss(&r["loss"]),
+            ),
+        ),
+        "clientevents" => (
+            format!(
+                "clientevents {} members in groups of {}, {}/s",
+                num(&r["members"]),
+                num(&r["group_size"]),
+                num(&r["rate"])
+            ),
+            format!(
+                "{} events sent; {}; latency p50/p90/p99/p999/max {}; server CPU {} s",
+                num(&r["events_sent"]),
+                loss(&r["loss"]),
+                lat(&r["latency_ms"]),
+                num(&r["server_cpu_s"]),
+            ),
+        ),
+        "slowconsumer" => {
+            let ends: Vec<String> = r["slow"]
+                .as_array()
+                .map(|a| {
+                    let mut v: Vec<String> = a
+                        .iter()
+                        .map(|s| match (&s["close_code"], &s["pusher_error"]) {
+                            (Value::Number(c), _) => format!("close {c}"),
+                            (_, Value::Number(e)) => format!("error {e}"),
+                            _ => s["ended"].as_str().unwrap_or("open").to_string(),
+                        })
+                        .collect();
+                    v.dedup();
+                    v
+                })
+                .unwrap_or_default();
+            (
+                format!(
+                    "slowconsumer {} subs + {} slow, {}/s × {} B",
+                    num(&r["subscribers"]),
+                    num(&r["slow_clients"]),
+                    num(&r["rate"]),
+                    num(&r["payload"])
+                ),
+                format!(
+                    "**{} of {} slow clients dropped** ({}), server count back to normal {} ms \
+                     after they joined; others: {}; latency before {}, with slow clients {}",
+                    num(&r["slow_dropped"]),
+                    num(&r["slow_clients"]),
+                    ends.join(", "),
+                    num(&r["server_count_back_to_normal_ms_after_slow_start"]),
+                    loss(&r["loss"]),
+                    lat(&r["latency_ms_before_slow"]),
+                    lat(&r["latency_ms_with_slow"]),
+                ),
+            )
+        }
+        other => (other.to_string(), String::new()),
+    }
+}
+
+/// The markdown table of every JSON line in `input` (other lines are skipped).
+pub fn table(input: &str) -> String {
+    let mut out = String::from("| run | ok | key figures | command |\n|---|---|---|---|\n");
+    for line in input.lines() {
+        let Ok(r) = serde_json::from_str::<Value>(line.trim()) else {
+            continue;
+        };
+        if !r.is_object() || r["mode"].is_null() {
+            continue;
+        }
+        let (run, figures) = row(&r);
+        let ok = match (&r["ok"], &r["timed_out"]) {
+            (_, Value::Bool(true)) => "timed out",
+            (Value::Bool(true), _) => "yes",
+            _ => "no",
+        };
+        let cmd = r["command"].as_str().unwrap_or("").replace('|', "\\|");
+        out.push_str(&format!("| {run} | {ok} | {figures} | `{cmd}` |\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells() {
+        assert_eq!(num(&serde_json::json!(5.0)), "5");
+        assert_eq!(num(&serde_json::json!(0.25)), "0.25");
+        assert_eq!(num(&Value::Null), "-");
+        assert_eq!(mib(&serde_json::json!(2_621_440)), "2.5 MiB");
+    }
+
+    #[test]
+    fn table_of_runs() {
+        let input = concat!(
+            "some noise\n",
+            r#"{"mode":"conns","command":"loadgen conns --n 2","ok":true,"timed_out":false,"#,
+            r#""connections":2,"established":2,"failures":0,"connect_ms":{"p50":0.1,"p99":0.2},"#,
+            r#""rss_before_bytes":1048576,"rss_after_bytes":2097152,"rss_per_conn_bytes":512.0,"#,
+            r#""server":{"rss_idle_bytes":1048576}}"#,
+            "\n",
+            r#"{"mode":"fanout","command":"a|b","ok":false,"subscribers":10,"channels":1,"#,
+            r#""rate":5.0,"loss":{"expected":10,"received":9,"lost":1,"duplicates":0},"#,
+            r#""latency_ms":{"p50":1,"p90":2,"p99":3,"p999":4,"max":5}}"#,
+            "\n"
+        );
+        let t = table(input);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(lines[2].starts_with("| conns 2 | yes |"), "{}", lines[2]);
+        assert!(lines[2].contains("**512 B per connection**"));
+        assert!(lines[2].contains("RSS 1.0 MiB → 2.0 MiB"));
+        assert!(lines[2].ends_with("| `loadgen conns --n 2` |"));
+        assert!(lines[3].contains("| no |"));
+        assert!(lines[3].contains("9 of 10 received, 1 lost"));
+        assert!(lines[3].contains("1 / 2 / 3 / 4 / 5 ms"));
+        assert!(lines[3].contains("`a\\|b`"));
+    }
+}

@@ -1,0 +1,14 @@
+//! Integration tests: each test starts the real `revurb` binary on port 0
+//! and talks to it over TCP (HTTP API, WebSocket, signals, CLI).
+//!
+//! Names carry the Reverb conformance test they map to where there is one
+//! (reference section 9): `ref_server_N` is ServerTest.php, `ref_events_N`
+//! EventsControllerTest.php, `ref_health_N` HealthCheckControllerTest.php and
+//! so on.
+
+mod api;
+mod http;
+mod lifecycle;
+mod ops;
+mod support;
+mod websocket;
