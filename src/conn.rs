@@ -184,14 +184,25 @@ impl Conn {
             if !self.writable {
                 return Ok((false, total));
             }
-            let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
-            let mut n = 0;
-            for (i, chunk) in self.out.iter().take(MAX_IOV).enumerate() {
-                let b = chunk.bytes();
-                iov[i] = IoSlice::new(if i == 0 { &b[self.out_offset..] } else { b });
-                n += 1;
-            }
-            match self.stream.write_vectored(&iov[..n]) {
+            // The common case (one frame waiting) is a plain write; several
+            // frames go out together in one writev.
+            let result = if self.out.len() == 1 {
+                let b = self
+                    .out
+                    .front()
+                    .map_or(&[][..], |c| &c.bytes()[self.out_offset..]);
+                self.stream.write(b)
+            } else {
+                let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+                let mut n = 0;
+                for (i, chunk) in self.out.iter().take(MAX_IOV).enumerate() {
+                    let b = chunk.bytes();
+                    iov[i] = IoSlice::new(if i == 0 { &b[self.out_offset..] } else { b });
+                    n += 1;
+                }
+                self.stream.write_vectored(&iov[..n])
+            };
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(mut written) => {
                     self.out_bytes -= written;
