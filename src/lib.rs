@@ -14,5 +14,6 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod pusher;
+pub mod redis;
 pub mod tls;
 pub mod websocket;
