@@ -27,15 +27,13 @@ impl Metrics {
             text,
             "# HELP revurb_connections Open WebSocket connections by app.\n# TYPE revurb_connections gauge"
         );
-        for app in hub.apps() {
-            if let Some(id) = hub.app_by_id(&app.id) {
-                let _ = writeln!(
-                    text,
-                    "revurb_connections{{app=\"{}\"}} {}",
-                    escape(&app.id),
-                    hub.connection_count(id)
-                );
-            }
+        for (id, app) in hub.apps().enumerate() {
+            let _ = writeln!(
+                text,
+                "revurb_connections{{app=\"{}\"}} {}",
+                escape(&app.id),
+                hub.connection_count(id)
+            );
         }
         let stats = &hub.stats;
         let counters: [(&str, &str, u64); 7] = [
