@@ -65,3 +65,9 @@ bench:
 	  echo "Server: \`revurb start\` with the dev app, spawned by the generator; \`--server-cpu 0 --cpu 1\` pin the server (taskset) and the generator to one CPU each."; \
 	  echo; ./target/release/loadgen table < benches/results.jsonl; } > benches/RESULTS.md
 	@cat benches/RESULTS.md
+
+# Cross-node fanout over Redis (needs redis-server): 3 nodes, subscribers on nodes 2-3,
+# publishes through node 1; prints the JSON line.
+bench-cluster:
+	$(CARGO) build --release --workspace
+	./target/release/loadgen cluster --spawn ./target/release/revurb --nodes 3 --n 1000 --channels 10 --rate 200 --duration 10

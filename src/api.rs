@@ -152,7 +152,7 @@ pub fn handle(
             Ok(users) => ok(json!({ "users": users })),
             Err(status) => Response::json(status, "{}"),
         },
-        Endpoint::Connections => ok(json!({ "connections": hub.connection_count(app) })),
+        Endpoint::Connections => ok(json!({ "connections": hub.cluster_connection_count(app) })),
         Endpoint::TerminateUser => {
             hub.terminate_user(now_ms, app, &route.param);
             ok(json!({}))

@@ -41,9 +41,22 @@ pub struct Config {
     pub apps: Vec<App>,
     /// The config file the apps came from, re-read on reload.
     pub config_file: Option<PathBuf>,
+    /// Redis pub/sub scaling, `None` when off.
+    pub scaling: Option<Scaling>,
     /// Where each value came from, for `revurb config`.
     pub sources: Vec<(&'static str, String, Source)>,
     pub apps_source: Source,
+}
+
+/// Horizontal scaling settings (`servers.reverb.scaling.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scaling {
+    pub channel: String,
+    pub redis: crate::redis::Target,
+    /// Milliseconds without a heartbeat before a node counts as dead.
+    pub node_timeout_ms: u64,
+    /// Publishes held while Redis is away.
+    pub queue_limit: usize,
 }
 
 /// A configuration error: what is wrong and where.
@@ -202,6 +215,102 @@ pub const OPTIONS: &[Opt] = &[
         kind: Kind::Str,
         default: None,
         help: "passphrase of an encrypted PKCS#8 key",
+    },
+    Opt {
+        json: "servers.reverb.scaling.enabled",
+        env: "REVERB_SCALING_ENABLED",
+        flag: None,
+        kind: Kind::Bool,
+        default: Some("false"),
+        help: "share events, presence and counts with other nodes through Redis pub/sub",
+    },
+    Opt {
+        json: "servers.reverb.scaling.channel",
+        env: "REVERB_SCALING_CHANNEL",
+        flag: None,
+        kind: Kind::Str,
+        default: Some("reverb"),
+        help: "the Redis pub/sub channel the nodes of one cluster share",
+    },
+    Opt {
+        json: "servers.reverb.scaling.node_timeout",
+        env: "REVERB_SCALING_NODE_TIMEOUT",
+        flag: None,
+        kind: Kind::Int(2, 300),
+        default: Some("5"),
+        help: "seconds without a heartbeat after which a node counts as dead and its members leave",
+    },
+    Opt {
+        json: "servers.reverb.scaling.queue_limit",
+        env: "REVERB_SCALING_QUEUE_LIMIT",
+        flag: None,
+        kind: Kind::Int(0, 10_000_000),
+        default: Some("10000"),
+        help: "publishes held while Redis is unreachable; more are dropped, counted and logged",
+    },
+    Opt {
+        json: "servers.reverb.scaling.server.url",
+        env: "REDIS_URL",
+        flag: None,
+        kind: Kind::Str,
+        default: None,
+        help: "redis://[user[:password]@]host[:port][/db] or rediss:// (TLS); wins over the fields below",
+    },
+    Opt {
+        json: "servers.reverb.scaling.server.scheme",
+        env: "REDIS_SCHEME",
+        flag: None,
+        kind: Kind::Str,
+        default: Some("tcp"),
+        help: "tcp, or tls to reach Redis over TLS",
+    },
+    Opt {
+        json: "servers.reverb.scaling.server.host",
+        env: "REDIS_HOST",
+        flag: None,
+        kind: Kind::Str,
+        default: Some("127.0.0.1"),
+        help: "Redis host name or address",
+    },
+    Opt {
+        json: "servers.reverb.scaling.server.port",
+        env: "REDIS_PORT",
+        flag: None,
+        kind: Kind::Int(1, 65_535),
+        default: Some("6379"),
+        help: "Redis port",
+    },
+    Opt {
+        json: "servers.reverb.scaling.server.username",
+        env: "REDIS_USERNAME",
+        flag: None,
+        kind: Kind::Str,
+        default: None,
+        help: "Redis ACL user name (AUTH user password)",
+    },
+    Opt {
+        json: "servers.reverb.scaling.server.password",
+        env: "REDIS_PASSWORD",
+        flag: None,
+        kind: Kind::Str,
+        default: None,
+        help: "Redis password (AUTH)",
+    },
+    Opt {
+        json: "servers.reverb.scaling.server.database",
+        env: "REDIS_DB",
+        flag: None,
+        kind: Kind::Int(0, 1_000_000),
+        default: Some("0"),
+        help: "Redis database number (SELECT)",
+    },
+    Opt {
+        json: "servers.reverb.scaling.server.timeout",
+        env: "REDIS_TIMEOUT",
+        flag: None,
+        kind: Kind::Int(0, 1_000_000),
+        default: None,
+        help: "accepted for Reverb compatibility and not used: revurb retries Redis for as long as it is away",
     },
     Opt {
         json: "servers.reverb.debug",
@@ -387,11 +496,16 @@ impl Config {
                     let v = convert(opt.kind, &raw).map_err(|why| {
                         ConfigError(format!("{} ({}): {why}", name_in(opt, &source), source))
                     })?;
-                    let shown = if opt.json.ends_with("passphrase") {
-                        "\"****\"".to_string()
-                    } else {
-                        display(&v)
-                    };
+                    let shown =
+                        if opt.json.ends_with("passphrase") || opt.json.ends_with("password") {
+                            "\"****\"".to_string()
+                        } else if opt.json.ends_with("server.url") {
+                            display(&Value::String(crate::redis::mask_url(
+                                v.as_str().unwrap_or_default(),
+                            )))
+                        } else {
+                            display(&v)
+                        };
                     sources.push((opt.json, shown, source));
                     values.insert(opt.json, Some(v));
                 }
@@ -484,7 +598,70 @@ impl Config {
                 }
             }
         };
+        let scaling = if b("servers.reverb.scaling.enabled") {
+            let channel = s("servers.reverb.scaling.channel").unwrap_or_default();
+            if channel.is_empty() {
+                return Err(ConfigError(
+                    "servers.reverb.scaling.channel (REVERB_SCALING_CHANNEL) must not be empty"
+                        .into(),
+                ));
+            }
+            let redis = match s("servers.reverb.scaling.server.url") {
+                Some(url) => crate::redis::Target::from_url(&url).map_err(|e| {
+                    ConfigError(format!(
+                        "servers.reverb.scaling.server.url (REDIS_URL): {e}"
+                    ))
+                })?,
+                None => {
+                    let tls = match s("servers.reverb.scaling.server.scheme")
+                        .unwrap_or_default()
+                        .as_str()
+                    {
+                        "tcp" | "redis" | "" => false,
+                        "tls" | "rediss" => true,
+                        other => {
+                            return Err(ConfigError(format!(
+                                "servers.reverb.scaling.server.scheme (REDIS_SCHEME): {other:?} is not tcp or tls"
+                            )));
+                        }
+                    };
+                    let username =
+                        s("servers.reverb.scaling.server.username").filter(|u| !u.is_empty());
+                    let password =
+                        s("servers.reverb.scaling.server.password").filter(|p| !p.is_empty());
+                    if username.is_some() && password.is_none() {
+                        return Err(ConfigError(
+                            "servers.reverb.scaling.server.username (REDIS_USERNAME) is set but the password (REDIS_PASSWORD) is not; Redis logs a user in with both".into(),
+                        ));
+                    }
+                    let host = s("servers.reverb.scaling.server.host").unwrap_or_default();
+                    if host.is_empty() {
+                        return Err(ConfigError(
+                            "servers.reverb.scaling.server.host (REDIS_HOST) must not be empty"
+                                .into(),
+                        ));
+                    }
+                    crate::redis::Target {
+                        tls,
+                        host,
+                        port: n("servers.reverb.scaling.server.port") as u16,
+                        username,
+                        password,
+                        db: n("servers.reverb.scaling.server.database"),
+                    }
+                }
+            };
+            Some(Scaling {
+                channel,
+                redis,
+                node_timeout_ms: n("servers.reverb.scaling.node_timeout") * 1000,
+                queue_limit: n("servers.reverb.scaling.queue_limit") as usize,
+            })
+        } else {
+            None
+        };
         Ok(Config {
+            scaling,
             host,
             port: n("servers.reverb.port") as u16,
             path: normalize_path(&s("servers.reverb.path").unwrap_or_default()),

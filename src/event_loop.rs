@@ -14,9 +14,10 @@
 //!   and a client whose write queue passes the limit is dropped with 4100.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::TcpListener;
@@ -33,10 +34,18 @@ use crate::pusher::{ConnId, Hub, Output, errors};
 use crate::websocket::{self, Event, Step};
 use crate::{api, log_debug, log_error, log_info, log_warn};
 
+mod redis_link;
+
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const METRICS: Token = Token(2);
-const FIRST_CONN: usize = 3;
+const REDIS_PUB: Token = Token(3);
+const REDIS_SUB: Token = Token(4);
+const FIRST_CONN: usize = 5;
+
+/// Bytes of PUBLISH commands written ahead of Redis' replies; past this,
+/// publishes wait in the outage queue (Redis is slow, not gone).
+const PUB_OUT_LIMIT: usize = 1024 * 1024;
 
 /// Bytes read from one connection per turn before others get their go.
 const READ_BUDGET: usize = 256 * 1024;
@@ -73,6 +82,18 @@ pub struct Server {
     start: Instant,
     accept_paused_until: Option<u64>,
     shutting_down: Option<u64>,
+    scaling: Option<Scaling>,
+}
+
+/// The Redis side of horizontal scaling.
+struct Scaling {
+    sub: redis_link::Link,
+    publ: redis_link::Link,
+    /// Publishes waiting for the publisher (Redis away or slow), oldest first.
+    queue: VecDeque<Rc<[u8]>>,
+    limit: usize,
+    /// Both connections ready, as last told to the hub.
+    up: bool,
 }
 
 /// Bind the listeners and build the server; the caller prints the address.
@@ -148,8 +169,46 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
         ^ (u64::from(std::process::id()) << 32);
-    let hub = Hub::new(cfg.apps.clone(), seed, cfg.debug);
+    let mut hub = Hub::new(cfg.apps.clone(), seed, cfg.debug);
+    let scaling = match &cfg.scaling {
+        None => None,
+        Some(sc) => {
+            let tls = if sc.redis.tls {
+                Some(crate::tls::client_config().map_err(io::Error::other)?)
+            } else {
+                None
+            };
+            let node = format!("{:016x}", crate::redis::mix(seed));
+            log_info!(
+                "scaling: node {node}, Redis {}, channel {:?}",
+                sc.redis,
+                sc.channel
+            );
+            hub.enable_cluster(node, sc.node_timeout_ms);
+            use crate::redis::client::Role;
+            Some(Scaling {
+                sub: redis_link::Link::new(
+                    Role::Subscriber,
+                    REDIS_SUB,
+                    &sc.redis,
+                    &sc.channel,
+                    tls.clone(),
+                ),
+                publ: redis_link::Link::new(
+                    Role::Publisher,
+                    REDIS_PUB,
+                    &sc.redis,
+                    &sc.channel,
+                    tls,
+                ),
+                queue: VecDeque::new(),
+                limit: sc.queue_limit,
+                up: false,
+            })
+        }
+    };
     Ok(Server {
+        scaling,
         poll,
         listener,
         metrics_listener,
@@ -211,6 +270,15 @@ impl Server {
                     LISTENER => self.accept(false),
                     METRICS => self.accept(true),
                     SIGNALS => self.signal(),
+                    REDIS_PUB | REDIS_SUB => {
+                        let now = self.now();
+                        self.redis_ready(
+                            now,
+                            event.token(),
+                            event.is_readable() || event.is_read_closed() || event.is_error(),
+                            event.is_writable(),
+                        );
+                    }
                     Token(t) => {
                         let id = t - FIRST_CONN;
                         if event.is_writable()
@@ -231,6 +299,8 @@ impl Server {
             let now = self.now();
             self.expire(now);
             self.hub.handle_timeout(now);
+            self.drain_hub();
+            self.redis_turn(now);
             self.drain_hub();
             self.flush_dirty();
             if let Some(since) = self.shutting_down {
@@ -253,6 +323,12 @@ impl Server {
             self.hub.poll_timeout(),
             self.accept_paused_until,
             self.shutting_down.map(|s| s + SHUTDOWN_GRACE_MS),
+            self.scaling.as_ref().map(|sc| {
+                sc.sub
+                    .client
+                    .poll_timeout()
+                    .min(sc.publ.client.poll_timeout())
+            }),
         ]
         .into_iter()
         .flatten()
@@ -371,12 +447,21 @@ impl Server {
         if reload && !stop {
             self.reload();
         }
-        if stop && self.shutting_down.is_none() {
+        if stop {
             log_info!("signal received: closing every connection with 4200 and stopping");
+            self.begin_shutdown();
+        }
+    }
+
+    /// Close every connection with 4200, stop accepting, and exit once they
+    /// are gone or the grace period is over.
+    fn begin_shutdown(&mut self) {
+        if self.shutting_down.is_none() {
             let now = self.now();
             self.shutting_down = Some(now);
             let _ = self.poll.registry().deregister(&mut self.listener);
             self.hub.shutdown(now);
+            self.hub.cluster_goodbye();
             self.drain_hub();
             // HTTP connections are simply closed.
             for id in 0..self.conns.len() {
@@ -384,6 +469,118 @@ impl Server {
                     self.begin_close(id, now);
                 }
             }
+        }
+    }
+
+    // ---- Redis (scaling) ------------------------------------------------------
+
+    /// Readiness on a Redis socket: move bytes and hand messages to the hub.
+    fn redis_ready(&mut self, now: u64, token: Token, readable: bool, writable: bool) {
+        let Some(sc) = self.scaling.as_mut() else {
+            return;
+        };
+        let registry = self.poll.registry();
+        let link = if token == REDIS_SUB {
+            &mut sc.sub
+        } else {
+            &mut sc.publ
+        };
+        let back = link.ready(now, readable, writable, registry);
+        requeue(sc, back, &mut self.metrics.redis_dropped);
+        self.redis_events(now);
+    }
+
+    /// Messages from the subscriber go to the hub.
+    fn redis_events(&mut self, now: u64) {
+        let Some(sc) = self.scaling.as_mut() else {
+            return;
+        };
+        while let Some(e) = sc.sub.poll_event(now) {
+            if let crate::redis::client::Event::Message(payload) = e {
+                self.metrics.redis_received += 1;
+                self.hub.remote(now, &payload);
+            }
+        }
+        while sc.publ.poll_event(now).is_some() {}
+    }
+
+    /// Once per loop turn: connect and time out, follow the link state,
+    /// publish what the hub queued, write.
+    fn redis_turn(&mut self, now: u64) {
+        let Some(sc) = self.scaling.as_mut() else {
+            return;
+        };
+        let registry = self.poll.registry();
+        let back = sc.sub.tick(now, registry);
+        requeue(sc, back, &mut self.metrics.redis_dropped);
+        let back = sc.publ.tick(now, registry);
+        requeue(sc, back, &mut self.metrics.redis_dropped);
+        self.redis_events(now);
+        let Some(sc) = self.scaling.as_mut() else {
+            return;
+        };
+        let up = sc.sub.client.is_ready() && sc.publ.client.is_ready();
+        if up != sc.up {
+            sc.up = up;
+            self.hub.cluster_link(now, up);
+        }
+        self.hub.flush_cluster();
+        let Some(sc) = self.scaling.as_mut() else {
+            return;
+        };
+        let backlog_ok = self.hub.cluster_backlog_ready(now);
+        while let Some((payload, durable)) = self.hub.poll_publish() {
+            let ready = sc.publ.client.is_ready() && sc.publ.client.output().len() < PUB_OUT_LIMIT;
+            if !durable {
+                // State, heartbeats: now or never (the full state is sent
+                // again when the link comes back). They need no order with
+                // the deliveries queued before them.
+                if ready {
+                    sc.publ.client.publish(now, payload, false);
+                    self.metrics.redis_published += 1;
+                }
+            } else if ready && sc.queue.is_empty() {
+                sc.publ.client.publish(now, payload, true);
+                self.metrics.redis_published += 1;
+            } else if sc.queue.len() < sc.limit {
+                sc.queue.push_back(payload);
+            } else {
+                self.metrics.redis_dropped += 1;
+                let n = self.metrics.redis_dropped;
+                if n.is_power_of_two() {
+                    log_error!(
+                        "Redis outage queue is full ({} publishes): {n} dropped so far; \
+                         raise REVERB_SCALING_QUEUE_LIMIT or bring Redis back",
+                        sc.limit
+                    );
+                }
+            }
+        }
+        // What waited through an outage goes out once the nodes known before
+        // it are listening again (or have had node_timeout to come back).
+        while backlog_ok
+            && sc.publ.client.is_ready()
+            && sc.publ.client.output().len() < PUB_OUT_LIMIT
+        {
+            let Some(payload) = sc.queue.pop_front() else {
+                break;
+            };
+            sc.publ.client.publish(now, payload, true);
+            self.metrics.redis_published += 1;
+        }
+        self.metrics.redis_queued = sc.queue.len() as u64;
+        self.metrics.redis_up = up;
+        self.metrics.redis_reconnects = sc.sub.reconnects + sc.publ.reconnects;
+        let registry = self.poll.registry();
+        let back = sc.publ.flush(now, registry);
+        requeue(sc, back, &mut self.metrics.redis_dropped);
+        let back = sc.sub.flush(now, registry);
+        requeue(sc, back, &mut self.metrics.redis_dropped);
+        if self.hub.take_restart() {
+            log_warn!(
+                "restart signal received over Redis: closing every connection with 4200 and stopping"
+            );
+            self.begin_shutdown();
         }
     }
 
@@ -790,6 +987,25 @@ impl Server {
             self.free.push(id);
             self.hub.close(now, id);
             self.drain_hub();
+        }
+    }
+}
+
+/// Publishes a failed publisher had not had acknowledged go first in the
+/// queue; if that passes the limit the newest are dropped (and counted).
+fn requeue(sc: &mut Scaling, back: Vec<Rc<[u8]>>, dropped: &mut u64) {
+    for p in back.into_iter().rev() {
+        sc.queue.push_front(p);
+    }
+    while sc.queue.len() > sc.limit {
+        sc.queue.pop_back();
+        *dropped += 1;
+        if dropped.is_power_of_two() {
+            log_error!(
+                "Redis outage queue is full ({} publishes): {dropped} dropped so far; \
+                 raise REVERB_SCALING_QUEUE_LIMIT or bring Redis back",
+                sc.limit
+            );
         }
     }
 }

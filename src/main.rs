@@ -80,6 +80,21 @@ fn main() -> ExitCode {
 /// `revurb restart`: find the server through its pid file, send SIGTERM (it
 /// closes every connection with 4200 and exits 0), and wait for it to stop.
 fn restart(flags: &cli::Flags) -> ExitCode {
+    // With scaling on, the signal goes to every node through Redis; an
+    // explicit --pid-file restarts just that server.
+    if flags.pid_file.is_none() {
+        match Config::from_process(flags) {
+            Ok(cfg) => {
+                if let Some(sc) = &cfg.scaling {
+                    return restart_cluster(sc);
+                }
+            }
+            Err(e) => {
+                eprintln!("revurb: cannot read the configuration to find the server(s): {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let pid_file = match (&flags.pid_file, Config::from_process(flags)) {
         (Some(p), _) => std::path::PathBuf::from(p),
         (None, Ok(cfg)) => match cfg.pid_file {
@@ -145,4 +160,34 @@ fn restart(flags: &cli::Flags) -> ExitCode {
     }
     println!("The server closed its connections and stopped; its supervisor will start it again.");
     ExitCode::SUCCESS
+}
+
+/// `revurb restart` with scaling: publish a restart message on the scaling
+/// channel; every node that receives it closes its connections with 4200
+/// and exits 0 for its supervisor to start it again.
+fn restart_cluster(sc: &revurb::config::Scaling) -> ExitCode {
+    use revurb::redis::envelope::{Body, Envelope};
+    let node = format!("restart-{}", std::process::id());
+    let payload = Envelope::new(&node, 1, Body::Restart).encode();
+    let timeout = std::time::Duration::from_secs(5);
+    match revurb::redis::publish_once(&sc.redis, &sc.channel, &payload, timeout) {
+        Ok(0) => {
+            eprintln!(
+                "revurb: no node is subscribed to Redis channel {:?} at {}; nothing restarted",
+                sc.channel, sc.redis
+            );
+            ExitCode::from(1)
+        }
+        Ok(n) => {
+            println!(
+                "Broadcasting revurb restart signal to {n} node(s) over Redis channel {:?}.",
+                sc.channel
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("revurb: cannot send the restart signal: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

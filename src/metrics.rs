@@ -13,6 +13,13 @@ pub struct Metrics {
     /// (endpoint, status) -> count
     pub http_requests: BTreeMap<(&'static str, u16), u64>,
     pub slow_consumers_dropped: u64,
+    /// Scaling: both Redis connections up.
+    pub redis_up: bool,
+    pub redis_published: u64,
+    pub redis_received: u64,
+    pub redis_queued: u64,
+    pub redis_dropped: u64,
+    pub redis_reconnects: u64,
 }
 
 impl Metrics {
@@ -115,6 +122,64 @@ impl Metrics {
         let errors: BTreeMap<_, _> = stats.errors_sent.iter().collect();
         for (code, n) in errors {
             let _ = writeln!(text, "revurb_errors_sent_total{{code=\"{code}\"}} {n}");
+        }
+        if let Some(c) = hub.cluster() {
+            let scaling: [(&str, &str, &str, u64); 8] = [
+                (
+                    "revurb_cluster_nodes",
+                    "gauge",
+                    "Live nodes of the cluster, this one included.",
+                    hub.cluster_nodes() as u64,
+                ),
+                (
+                    "revurb_redis_connected",
+                    "gauge",
+                    "1 while both Redis connections (subscriber and publisher) are up.",
+                    u64::from(self.redis_up),
+                ),
+                (
+                    "revurb_redis_reconnects_total",
+                    "counter",
+                    "Redis connections re-established after an outage.",
+                    self.redis_reconnects,
+                ),
+                (
+                    "revurb_redis_published_total",
+                    "counter",
+                    "Messages published to the scaling channel.",
+                    self.redis_published,
+                ),
+                (
+                    "revurb_redis_received_total",
+                    "counter",
+                    "Messages received on the scaling channel (own echoes included).",
+                    self.redis_received,
+                ),
+                (
+                    "revurb_redis_queued",
+                    "gauge",
+                    "Publishes waiting for Redis (outage or back-pressure).",
+                    self.redis_queued,
+                ),
+                (
+                    "revurb_redis_dropped_total",
+                    "counter",
+                    "Publishes dropped because the outage queue was full.",
+                    self.redis_dropped,
+                ),
+                (
+                    "revurb_redis_bad_messages_total",
+                    "counter",
+                    "Messages on the scaling channel ignored as not revurb's.",
+                    c.bad_messages,
+                ),
+            ];
+            for (name, kind, help, value) in scaling {
+                let _ = writeln!(
+                    text,
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+                );
+            }
         }
         let (rss, fds) = process_figures();
         let _ = writeln!(

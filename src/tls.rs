@@ -3,6 +3,8 @@
 //! the passphrase), and finding a Laravel Herd or Valet certificate for
 //! `--hostname` the way Reverb does (`src/Certificate.php`).
 //!
+//! It also builds the client configuration for `rediss://` (scaling).
+//!
 //! It does no I/O on sockets: `conn.rs` drives each `ServerConnection`.
 
 use std::path::{Path, PathBuf};
@@ -98,6 +100,48 @@ pub fn herd_valet_certificate(home: &Path, hostname: &str) -> Option<TlsFiles> {
             passphrase: None,
         })
     })
+}
+
+/// The rustls client configuration for `rediss://`: the ring provider and
+/// the CA certificates from `SSL_CERT_FILE`, else the system bundle.
+pub fn client_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    let candidates: Vec<String> = match std::env::var("SSL_CERT_FILE") {
+        Ok(f) if !f.is_empty() => vec![f],
+        _ => [
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+            "/etc/ssl/cert.pem",
+            "/etc/ssl/ca-bundle.pem",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for path in &candidates {
+        let Ok(iter) = CertificateDer::pem_file_iter(path) else {
+            continue;
+        };
+        for cert in iter.flatten() {
+            let _ = roots.add(cert);
+        }
+        if !roots.is_empty() {
+            break;
+        }
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "rediss:// needs CA certificates: none found in {}; set SSL_CERT_FILE to a PEM bundle",
+            candidates.join(", ")
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

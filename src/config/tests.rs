@@ -355,3 +355,118 @@ fn dotenv_syntax() {
     assert_eq!(vars["F"], "bare");
     assert_eq!(vars.len(), 6);
 }
+
+// ---- scaling ------------------------------------------------------------------
+
+fn with_app(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    APP.iter().copied().chain(extra.iter().copied()).collect()
+}
+
+#[test]
+fn scaling_is_off_by_default_and_takes_reverbs_defaults() {
+    assert_eq!(load(&APP, Flags::default()).unwrap().scaling, None);
+    let c = load(
+        &with_app(&[("REVERB_SCALING_ENABLED", "true")]),
+        Flags::default(),
+    )
+    .unwrap();
+    let sc = c.scaling.unwrap();
+    assert_eq!(sc.channel, "reverb");
+    assert_eq!(sc.node_timeout_ms, 5_000);
+    assert_eq!(sc.queue_limit, 10_000);
+    let r = sc.redis;
+    assert_eq!(
+        (r.tls, r.host.as_str(), r.port, r.db),
+        (false, "127.0.0.1", 6379, 0)
+    );
+    assert_eq!((r.username, r.password), (None, None));
+}
+
+#[test]
+fn scaling_fields_and_url() {
+    let c = load(
+        &with_app(&[
+            ("REVERB_SCALING_ENABLED", "1"),
+            ("REVERB_SCALING_CHANNEL", "cluster-a"),
+            ("REDIS_HOST", "redis.internal"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_USERNAME", "revurb"),
+            ("REDIS_PASSWORD", "s3cret"),
+            ("REDIS_DB", "4"),
+            ("REDIS_SCHEME", "tls"),
+        ]),
+        Flags::default(),
+    )
+    .unwrap();
+    let sc = c.scaling.clone().unwrap();
+    assert_eq!(sc.channel, "cluster-a");
+    assert_eq!(sc.redis.to_string(), "rediss://redis.internal:6380/4");
+    assert_eq!(sc.redis.username.as_deref(), Some("revurb"));
+    assert_eq!(sc.redis.password.as_deref(), Some("s3cret"));
+    // `revurb config` never shows the password
+    assert!(!c.describe().contains("s3cret"), "{}", c.describe());
+
+    // REDIS_URL wins over the separate fields
+    let c = load(
+        &with_app(&[
+            ("REVERB_SCALING_ENABLED", "true"),
+            ("REDIS_HOST", "ignored"),
+            ("REDIS_URL", "redis://u:pw@10.0.0.5:7000/2"),
+        ]),
+        Flags::default(),
+    )
+    .unwrap();
+    let r = c.scaling.clone().unwrap().redis;
+    assert_eq!(r.to_string(), "redis://10.0.0.5:7000/2");
+    assert_eq!(r.password.as_deref(), Some("pw"));
+    let text = c.describe();
+    assert!(text.contains("u:****@10.0.0.5"), "{text}");
+    assert!(!text.contains("pw@"), "{text}");
+}
+
+#[test]
+fn scaling_from_the_json_file() {
+    // Reverb's `timeout` is accepted (and not used)
+    let c = load(
+        &with_app(&[("REVERB_SCALING_ENABLED", "true"), ("REDIS_TIMEOUT", "60")]),
+        Flags::default(),
+    );
+    assert!(c.is_ok(), "{c:?}");
+    let dir = tempdir();
+    std::fs::write(
+        dir.join("revurb.json"),
+        r#"{"servers":{"reverb":{"scaling":{"enabled":true,"channel":"c","node_timeout":3,
+            "server":{"host":"h","port":1234,"database":1,"password":"p"}}}}}"#,
+    )
+    .unwrap();
+    let c = load_in(&dir, &APP, Flags::default()).unwrap();
+    let sc = c.scaling.unwrap();
+    assert_eq!((sc.channel.as_str(), sc.node_timeout_ms), ("c", 3_000));
+    assert_eq!(sc.redis.to_string(), "redis://h:1234/1");
+    assert_eq!(sc.redis.password.as_deref(), Some("p"));
+}
+
+#[test]
+fn scaling_errors_name_the_field() {
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[("REDIS_USERNAME", "u")], "REDIS_PASSWORD"),
+        (&[("REDIS_URL", "http://x")], "REDIS_URL"),
+        (&[("REDIS_SCHEME", "udp")], "REDIS_SCHEME"),
+        (&[("REDIS_PORT", "0")], "REDIS_PORT"),
+        (
+            &[("REVERB_SCALING_NODE_TIMEOUT", "1")],
+            "REVERB_SCALING_NODE_TIMEOUT",
+        ),
+        (
+            &[("REVERB_SCALING_ENABLED", "maybe")],
+            "REVERB_SCALING_ENABLED",
+        ),
+    ];
+    for (vars, name) in cases {
+        let mut all = with_app(&[("REVERB_SCALING_ENABLED", "true")]);
+        all.retain(|(k, _)| !vars.iter().any(|(v, _)| v == k));
+        all.extend_from_slice(vars);
+        let err = load(&all, Flags::default()).unwrap_err();
+        assert!(err.0.contains(name), "{name}: {err}");
+    }
+}

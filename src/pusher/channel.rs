@@ -185,20 +185,25 @@ impl Presence {
     /// The `subscription_succeeded` data: `{"presence":{"count","ids","hash"}}`;
     /// `hash` is always an object (port decisions).
     pub fn snapshot(&self) -> String {
-        let mut ids = Vec::with_capacity(self.users.len());
-        let mut hash = serde_json::Map::with_capacity(self.users.len());
-        for (m, _) in &self.users {
-            ids.push(m.user_id.clone());
-            hash.insert(m.key.clone(), m.user_info());
-        }
-        let mut presence = serde_json::Map::new();
-        presence.insert("count".into(), Value::from(self.users.len()));
-        presence.insert("ids".into(), Value::Array(ids));
-        presence.insert("hash".into(), Value::Object(hash));
-        let mut outer = serde_json::Map::new();
-        outer.insert("presence".into(), Value::Object(presence));
-        Value::Object(outer).to_string()
+        snapshot(self.users.iter().map(|(m, _)| &**m))
     }
+}
+
+/// `{"presence":{"count","ids","hash"}}` for these members (one per user).
+pub fn snapshot<'a>(members: impl Iterator<Item = &'a Member>) -> String {
+    let mut ids = Vec::new();
+    let mut hash = serde_json::Map::new();
+    for m in members {
+        ids.push(m.user_id.clone());
+        hash.insert(m.key.clone(), m.user_info());
+    }
+    let mut presence = serde_json::Map::new();
+    presence.insert("count".into(), Value::from(ids.len()));
+    presence.insert("ids".into(), Value::Array(ids));
+    presence.insert("hash".into(), Value::Object(hash));
+    let mut outer = serde_json::Map::new();
+    outer.insert("presence".into(), Value::Object(presence));
+    Value::Object(outer).to_string()
 }
 
 /// The last event of a cache channel.

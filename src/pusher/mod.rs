@@ -17,6 +17,7 @@
 
 pub mod app;
 pub mod channel;
+pub mod cluster;
 pub mod message;
 
 use std::cmp::Reverse;
@@ -28,6 +29,7 @@ use serde_json::{Map, Value};
 pub use app::{App, ClientEvents, RateLimit};
 use channel::{Auth, CACHE_TTL_MS, Cached, Channel, Member, SERVER_TO_USER_PREFIX};
 
+use crate::redis::envelope as cluster_wire;
 use crate::websocket;
 
 /// The event loop's handle for a connection (its slab index).
@@ -130,6 +132,8 @@ pub struct Hub {
     debug: bool,
     /// When the earliest cached event expires (to drop dead cache channels).
     next_cache_sweep: Option<u64>,
+    /// Horizontal scaling: the other nodes and what goes to Redis.
+    cluster: Option<Box<cluster::Cluster>>,
 }
 
 impl Hub {
@@ -147,6 +151,7 @@ impl Hub {
             stats: Stats::default(),
             debug,
             next_cache_sweep: None,
+            cluster: None,
         }
     }
 
@@ -221,6 +226,7 @@ impl Hub {
             self.terminate(now, conn, errors::SHUTDOWN);
         }
         self.apps.truncate(first_removed);
+        self.cluster_resend_state();
         (kept, added, removed_count)
     }
 
@@ -238,10 +244,10 @@ impl Hub {
     /// The earliest deadline (ms) at which `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<u64> {
         let ping = self.timers.peek().map(|Reverse((t, _, _))| *t);
-        match (ping, self.next_cache_sweep) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [ping, self.next_cache_sweep, self.cluster_poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn next_random(&mut self) -> u64 {
@@ -308,15 +314,16 @@ impl Hub {
             crate::log_debug!("Connection refused: unknown app key {app_key:?}");
             return refuse(self, errors::APP_NOT_FOUND);
         };
-        let state = &self.apps[app];
-        if state
+        // the quota counts the app's connections on every node
+        let open = self.cluster_connection_count(app);
+        if self.apps[app]
             .config
             .max_connections
-            .is_some_and(|max| state.connections >= max)
+            .is_some_and(|max| open >= max)
         {
             return refuse(self, errors::OVER_QUOTA);
         }
-        if !state.config.origin_allowed(origin) {
+        if !self.apps[app].config.origin_allowed(origin) {
             return refuse(self, errors::ORIGIN);
         }
         let socket_id = loop {
@@ -349,6 +356,7 @@ impl Hub {
         self.by_socket.insert(socket_id, conn);
         self.apps[app].connections += 1;
         self.stats.connections_opened += 1;
+        self.cluster_dirty(app, None);
         let cfg = &self.apps[app].config;
         let (ping_interval, activity_timeout, max_message_size) = (
             cfg.ping_interval,
@@ -375,6 +383,7 @@ impl Hub {
         self.by_socket.remove(&c.socket_id);
         self.apps[c.app].connections -= 1;
         self.stats.connections_closed += 1;
+        self.cluster_dirty(c.app, None);
         for name in &c.channels {
             self.leave_channel(c.app, name, conn);
         }
@@ -416,6 +425,7 @@ impl Hub {
         if self.next_cache_sweep.is_some_and(|t| t <= now) {
             self.sweep_caches(now);
         }
+        self.cluster_timeout(now);
         while let Some(&Reverse((deadline, conn, sid))) = self.timers.peek() {
             if deadline > now {
                 break;
@@ -672,12 +682,18 @@ impl Hub {
             return Err(errors::TOO_MANY_CHANNELS);
         }
         // A full presence channel admits only users already in it.
-        if let (Some(m), Some(ch)) = (&member, self.apps[app].channels.get(name.as_str()))
-            && let Some(p) = &ch.presence
-            && !p.has_user(&m.key)
-            && p.users.len() >= max_members
-        {
-            return Err(errors::PRESENCE_FULL);
+        if let Some(m) = &member {
+            let here = self.apps[app]
+                .channels
+                .get(name.as_str())
+                .and_then(|ch| ch.presence.as_ref())
+                .is_some_and(|p| p.has_user(&m.key));
+            if !here
+                && !self.remote_has_user(app, name, &m.key)
+                && self.cluster_members(app, name).len() >= max_members
+            {
+                return Err(errors::PRESENCE_FULL);
+            }
         }
         let mut replaced = false;
         if already
@@ -690,8 +706,10 @@ impl Hub {
                 .is_some_and(|p| p.replace_same_user(conn, m.clone()))
         {
             // Re-subscribing as the same user: Reverb overwrites the entry and
-            // nobody else hears anything.
+            // nobody else hears anything (other nodes take the new user_info).
             replaced = true;
+            let body = cluster::join_body(&self.apps[app].config.id, name, m);
+            self.publish(body);
         } else if already && kind.is_presence() {
             // re-subscribing as another user: the old membership leaves first
             self.leave_channel(app, name, conn);
@@ -711,20 +729,18 @@ impl Hub {
         {
             added = Some(m);
         }
-        let succeeded_data = ch
-            .presence
-            .as_ref()
-            .map_or_else(|| "{}".to_string(), |p| p.snapshot());
+        let is_presence = ch.presence.is_some();
         let cached = if kind.cache {
             Some(ch.cached(now).map(|c| c.message.clone()))
         } else {
             None
         };
-        let subs = if added.is_some() {
-            ch.subs.clone()
+        let succeeded_data = if is_presence {
+            channel::snapshot(self.cluster_members(app, name).iter().map(|m| &**m))
         } else {
-            Vec::new()
+            "{}".to_string()
         };
+        self.cluster_dirty(app, Some(&key));
         if let Some(c) = self.conn_mut(conn)
             && !c.channels.iter().any(|n| **n == *key)
         {
@@ -746,15 +762,12 @@ impl Hub {
             None => {}
         }
         if let Some(m) = added {
-            let frame: Frame = websocket::text_frame(&message::event(
-                "pusher_internal:member_added",
-                Some(&m.data.to_string()),
-                Some(name),
-            ))
-            .into();
-            for s in subs.into_iter().filter(|&s| s != conn) {
-                self.send(s, frame.clone());
+            // a member of the cluster already if another node has the user
+            if !self.remote_has_user(app, name, &m.key) {
+                self.announce_member(app, name, &m, true, Some(conn));
             }
+            let body = cluster::join_body(&self.apps[app].config.id, name, &m);
+            self.publish(body);
         }
         Ok(())
     }
@@ -799,18 +812,13 @@ impl Hub {
         ch.remove(conn);
         let removed = ch.presence.as_mut().and_then(|p| p.remove(conn));
         if let Some(m) = removed {
-            let data = serde_json::json!({ "user_id": m.user_id }).to_string();
-            let frame: Frame = websocket::text_frame(&message::event(
-                "pusher_internal:member_removed",
-                Some(&data),
-                Some(name),
-            ))
-            .into();
-            let subs = ch.subs.clone();
-            for s in subs {
-                self.send(s, frame.clone());
+            if !self.remote_has_user(app, name, &m.key) {
+                self.announce_member(app, name, &m, false, None);
             }
+            self.publish(cluster::leave_body(&self.apps[app].config.id, name, &m));
         }
+        let key = self.channel_key(app, name);
+        self.cluster_dirty(app, Some(&key));
         let ch = &self.apps[app].channels[name];
         if ch.is_empty() && ch.cache.is_none() {
             self.apps[app].channels.remove(name);
@@ -898,14 +906,21 @@ impl Hub {
         if mode == ClientEvents::Members && !member {
             return Err(errors::NOT_MEMBER);
         }
-        let Some(ch) = ch else { return Ok(()) };
         let user_id = ch
-            .presence
-            .as_ref()
+            .and_then(|ch| ch.presence.as_ref())
             .and_then(|p| p.by_conn.get(&conn))
             .map(|m| m.user_id.clone());
         let json = message::client_event(event, name, &data, user_id.as_ref());
         self.deliver(now, app, name, &json, Some(conn), Some((event, &data)));
+        if self.cluster.is_some() {
+            self.publish(cluster_wire::Body::Client {
+                app: self.apps[app].config.id.clone(),
+                channel: name.clone(),
+                event: event.to_string(),
+                data,
+                user_id,
+            });
+        }
         Ok(())
     }
 
@@ -978,6 +993,29 @@ impl Hub {
         data: &str,
         except: Option<&str>,
     ) -> usize {
+        let n = self.trigger_local(now, app, channels, event, data, except);
+        if self.cluster.is_some() {
+            self.publish(cluster_wire::Body::Event {
+                app: self.apps[app].config.id.clone(),
+                channels: channels.to_vec(),
+                event: event.to_string(),
+                data: data.to_string(),
+                socket_id: except.map(str::to_string),
+            });
+        }
+        n
+    }
+
+    /// [`Hub::trigger`] for this node's subscribers only.
+    fn trigger_local(
+        &mut self,
+        now: u64,
+        app: AppId,
+        channels: &[String],
+        event: &str,
+        data: &str,
+        except: Option<&str>,
+    ) -> usize {
         let except = except
             .and_then(parse_socket_id)
             .and_then(|id| self.by_socket.get(&id).copied());
@@ -1007,23 +1045,23 @@ impl Hub {
         info: &[&str],
     ) -> Map<String, Value> {
         let mut out = Map::new();
-        let ch = self.apps[app]
-            .channels
-            .get(name)
-            .filter(|c| !c.is_empty() || c.cached(now).is_some());
-        let occupied = ch.is_some_and(|c| !c.is_empty());
+        let ch = self.apps[app].channels.get(name);
+        let local = ch.map_or(0, |c| c.len() as u64);
+        let remote = self.remote_subs(app, name);
+        let occupied = local + remote > 0;
         if info.contains(&"occupied") {
             out.insert("occupied".into(), Value::Bool(occupied));
         }
-        let Some(ch) = ch else { return out };
-        if occupied && info.contains(&"user_count") && ch.kind.is_presence() {
-            out.insert("user_count".into(), Value::from(ch.user_count()));
+        let kind = channel::Kind::of(name);
+        if occupied && info.contains(&"user_count") && kind.is_presence() {
+            let users = self.cluster_members(app, name).len();
+            out.insert("user_count".into(), Value::from(users));
         }
-        if occupied && info.contains(&"subscription_count") && !ch.kind.is_presence() {
-            out.insert("subscription_count".into(), Value::from(ch.len()));
+        if occupied && info.contains(&"subscription_count") && !kind.is_presence() {
+            out.insert("subscription_count".into(), Value::from(local + remote));
         }
         if info.contains(&"cache")
-            && let Some(c) = ch.cached(now)
+            && let Some(c) = ch.and_then(|c| c.cached(now))
         {
             let ttl = (c.expires_at.saturating_sub(now)).div_ceil(1000);
             out.insert(
@@ -1042,22 +1080,21 @@ impl Hub {
         prefix: &str,
         info: &[&str],
     ) -> Map<String, Value> {
-        let mut names: Vec<&Rc<str>> = self.apps[app]
+        let mut names: Vec<String> = self.apps[app]
             .channels
             .iter()
-            .filter(|(n, c)| {
-                !c.is_empty() && n.starts_with(prefix) && c.kind.auth != Auth::ServerToUser
-            })
-            .map(|(n, _)| n)
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(n, _)| n.to_string())
             .collect();
+        names.extend(self.remote_channels(app));
+        names.retain(|n| n.starts_with(prefix) && channel::Kind::of(n).auth != Auth::ServerToUser);
         names.sort();
+        names.dedup();
         names
             .into_iter()
             .map(|n| {
-                (
-                    n.to_string(),
-                    Value::Object(self.channel_info(now, app, n, info)),
-                )
+                let info = self.channel_info(now, app, &n, info);
+                (n, Value::Object(info))
             })
             .collect()
     }
@@ -1068,22 +1105,32 @@ impl Hub {
         if !channel::Kind::of(name).is_presence() {
             return Err(400);
         }
-        let ch = self.apps[app]
-            .channels
-            .get(name)
-            .filter(|c| !c.is_empty())
-            .ok_or(404u16)?;
-        Ok(ch.presence.as_ref().map_or_else(Vec::new, |p| {
-            p.users
-                .iter()
-                .map(|(m, _)| serde_json::json!({ "id": m.user_id }))
-                .collect()
-        }))
+        let local = self.apps[app].channels.get(name).map_or(0, |c| c.len());
+        if local == 0 && self.remote_subs(app, name) == 0 {
+            return Err(404);
+        }
+        Ok(self
+            .cluster_members(app, name)
+            .iter()
+            .map(|m| serde_json::json!({ "id": m.user_id }))
+            .collect())
     }
 
     /// Close every connection of `user_id`: signed in as that user, or a
     /// presence member with that `user_id` on any channel. Returns how many.
     pub fn terminate_user(&mut self, now: u64, app: AppId, user_id: &str) -> usize {
+        let n = self.terminate_user_local(now, app, user_id);
+        if self.cluster.is_some() {
+            self.publish(cluster_wire::Body::Terminate {
+                app: self.apps[app].config.id.clone(),
+                user_id: user_id.to_string(),
+            });
+        }
+        n
+    }
+
+    /// [`Hub::terminate_user`] for this node's connections only.
+    fn terminate_user_local(&mut self, now: u64, app: AppId, user_id: &str) -> usize {
         let mut victims = Vec::new();
         for (id, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };

@@ -249,7 +249,13 @@ fn only(out: &[(ConnId, String)], conn: ConnId) -> Vec<String> {
         .collect()
 }
 
-fn sign(key: &str, secret: &str, sid: &str, channel: &str, channel_data: Option<&str>) -> String {
+pub(in crate::pusher) fn sign(
+    key: &str,
+    secret: &str,
+    sid: &str,
+    channel: &str,
+    channel_data: Option<&str>,
+) -> String {
     let mut msg = format!("{sid}:{channel}");
     if let Some(d) = channel_data {
         msg.push(':');
@@ -261,7 +267,11 @@ fn sign(key: &str, secret: &str, sid: &str, channel: &str, channel_data: Option<
     )
 }
 
-fn subscribe_msg(channel: &str, auth: Option<&str>, channel_data: Option<&str>) -> String {
+pub(in crate::pusher) fn subscribe_msg(
+    channel: &str,
+    auth: Option<&str>,
+    channel_data: Option<&str>,
+) -> String {
     let mut data = Map::new();
     data.insert("channel".into(), channel.into());
     if let Some(a) = auth {

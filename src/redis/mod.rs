@@ -1,4 +1,304 @@
-//! Redis for horizontal scaling (issue 6, in progress): so far only the
-//! RESP2 codec. The client, envelope and cluster logic come next.
+//! Redis for horizontal scaling: where to find the server ([`Target`]), the
+//! RESP2 codec (`resp`), a sans-IO client connection (`client`) and the
+//! node-to-node JSON envelope (`envelope`). Only `event_loop` opens sockets.
 
+pub mod client;
+pub mod envelope;
 pub mod resp;
+
+use std::fmt;
+
+/// Where Redis is and how to log in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `rediss://` or `REDIS_SCHEME=tls`: speak TLS.
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: u64,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // never print the password
+        write!(f, "Target({self})")
+    }
+}
+
+/// `redis://host:port/db` (or `rediss://`), without credentials: for logs.
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}/{}", self.host, self.port, self.db)
+        } else {
+            write!(f, "{scheme}://{}:{}/{}", self.host, self.port, self.db)
+        }
+    }
+}
+
+impl Target {
+    /// Parse `redis://[user[:password]@]host[:port][/db]` or `rediss://...`.
+    /// User and password may be percent-encoded; a query string is ignored.
+    pub fn from_url(url: &str) -> Result<Target, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("redis://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("rediss://") {
+            (true, r)
+        } else {
+            return Err(format!(
+                "{:?} must start with redis:// or rediss://",
+                mask_url(url)
+            ));
+        };
+        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        let (userinfo, hostport) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(u) => match u.split_once(':') {
+                Some((user, pass)) => (decode(user)?, decode(pass)?),
+                None => (decode(u)?, None),
+            },
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| "unclosed [ in the host".to_string())?;
+            (h.to_string(), after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        if host.is_empty() {
+            return Err("the URL has no host".into());
+        }
+        let port = match port {
+            None | Some("") => 6379,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return Err(format!("{p:?} is not a port number")),
+            },
+        };
+        let db = match path.trim_end_matches('/') {
+            "" => 0,
+            d => d
+                .parse::<u64>()
+                .map_err(|_| format!("{d:?} is not a database number"))?,
+        };
+        Ok(Target {
+            tls,
+            host,
+            port,
+            username,
+            password,
+            db,
+        })
+    }
+}
+
+/// Percent-decode one URL component; empty becomes `None`.
+fn decode(s: &str) -> Result<Option<String>, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| "a bad %-escape in the user or password".to_string())?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let s = String::from_utf8(out).map_err(|_| "the user or password is not UTF-8".to_string())?;
+    Ok((!s.is_empty()).then_some(s))
+}
+
+/// The URL with any password replaced by `****`, for `revurb config` and errors.
+pub fn mask_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let after = &url[scheme_end + 3..];
+    let authority_end = after.find('/').unwrap_or(after.len());
+    match after[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &after[..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let masked = if userinfo.contains(':') {
+                format!("{user}:****")
+            } else {
+                "****".to_string() // a lone value is a password to Redis clients
+            };
+            format!("{}{masked}{}", &url[..scheme_end + 3], &after[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// splitmix64's finaliser: spreads a seed's bits (for node ids).
+pub fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Publish one message and return how many subscribers received it: a
+/// blocking, one-shot client for `revurb restart` (the server uses the
+/// sans-IO client in its event loop instead).
+pub fn publish_once(
+    target: &Target,
+    channel: &str,
+    payload: &[u8],
+    timeout: std::time::Duration,
+) -> Result<i64, String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let addr = (target.host.as_str(), target.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", target.host))?
+        .next()
+        .ok_or_else(|| format!("{} has no address", target.host))?;
+    let tcp = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("cannot connect to Redis at {target}: {e}"))?;
+    tcp.set_read_timeout(Some(timeout)).ok();
+    tcp.set_write_timeout(Some(timeout)).ok();
+    let mut stream: Box<dyn ReadWrite> = if target.tls {
+        let cfg = crate::tls::client_config()?;
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+            .map_err(|e| format!("{:?} is not a valid TLS server name: {e}", target.host))?;
+        let conn = rustls::ClientConnection::new(cfg, name).map_err(|e| e.to_string())?;
+        Box::new(rustls::StreamOwned::new(conn, tcp))
+    } else {
+        Box::new(tcp)
+    };
+    let mut out = Vec::new();
+    let mut expected = 0;
+    if let Some(password) = &target.password {
+        let mut args: Vec<&[u8]> = vec![b"AUTH"];
+        if let Some(user) = &target.username {
+            args.push(user.as_bytes());
+        }
+        args.push(password.as_bytes());
+        out.extend_from_slice(&resp::encode_command(&args));
+        expected += 1;
+    }
+    out.extend_from_slice(&resp::encode_command(&[
+        b"PUBLISH",
+        channel.as_bytes(),
+        payload,
+    ]));
+    expected += 1;
+    stream
+        .write_all(&out)
+        .and_then(|_| stream.flush())
+        .map_err(|e| format!("cannot write to Redis at {target}: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let limits = resp::Limits::default();
+    let mut replies = Vec::new();
+    while replies.len() < expected {
+        match resp::parse(&buf, &limits) {
+            Ok(Some((v, n))) => {
+                buf.drain(..n);
+                replies.push(v);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("Redis sent bad data: {e}")),
+        }
+        let n = stream
+            .read(&mut chunk)
+            .map_err(|e| format!("no reply from Redis at {target}: {e}"))?;
+        if n == 0 {
+            return Err(format!("Redis at {target} closed the connection"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    for r in &replies {
+        if let resp::Value::Error(e) = r {
+            return Err(format!(
+                "Redis refused: {e} (check REDIS_USERNAME and REDIS_PASSWORD)"
+            ));
+        }
+    }
+    match replies.last() {
+        Some(resp::Value::Integer(n)) => Ok(*n),
+        other => Err(format!("unexpected reply to PUBLISH: {other:?}")),
+    }
+}
+
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let t = Target::from_url("redis://127.0.0.1:6380/2").unwrap();
+        assert_eq!(
+            (t.tls, t.host.as_str(), t.port, t.db),
+            (false, "127.0.0.1", 6380, 2)
+        );
+        assert_eq!((t.username, t.password), (None, None));
+
+        let t = Target::from_url("rediss://u%40x:p%3Ass@redis.example:7000").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.username.as_deref(), Some("u@x"));
+        assert_eq!(t.password.as_deref(), Some("p:ss"));
+        assert_eq!((t.port, t.db), (7000, 0));
+
+        let t = Target::from_url("redis://:secret@localhost").unwrap();
+        assert_eq!((t.username, t.password.as_deref()), (None, Some("secret")));
+        assert_eq!(t.port, 6379);
+
+        let t = Target::from_url("redis://[::1]:6379/0?timeout=5").unwrap();
+        assert_eq!(t.host, "::1");
+        assert_eq!(t.to_string(), "redis://[::1]:6379/0");
+    }
+
+    #[test]
+    fn refuses_bad_urls() {
+        for bad in [
+            "http://x",
+            "redis://",
+            "redis://h:0",
+            "redis://h:99999",
+            "redis://h/x",
+            "redis://u:%zz@h",
+            "unix:///tmp/redis.sock",
+        ] {
+            assert!(Target::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn never_shows_the_password() {
+        assert_eq!(mask_url("redis://u:pw@h:1/0"), "redis://u:****@h:1/0");
+        assert_eq!(mask_url("redis://:pw@h"), "redis://:****@h");
+        assert_eq!(mask_url("redis://h:1"), "redis://h:1");
+        let t = Target::from_url("redis://u:pw@h:1").unwrap();
+        assert!(!format!("{t:?} {t}").contains("pw"));
+        let e = Target::from_url("http://u:pw@h").unwrap_err();
+        assert!(!e.contains("pw"), "{e}");
+    }
+}

@@ -7,6 +7,9 @@
 //! so on.
 
 mod api;
+mod cluster;
+mod cluster_redis;
+mod cluster_support;
 mod http;
 mod lifecycle;
 mod ops;

@@ -45,6 +45,8 @@ pub struct Ws {
     /// Connect start to `pusher_internal:subscription_succeeded`.
     pub sub_after: Option<Duration>,
     pub group: usize,
+    /// Index into [`Bench::targets`]: the server this client connects to.
+    pub target: usize,
     socket_id: String,
     pub slow: bool,
     pub paused: bool,
@@ -118,6 +120,8 @@ pub struct ProbePlan {
 }
 
 pub struct Settings {
+    /// The server of the HTTP connections, and of the clients unless
+    /// [`Bench::set_targets`] says otherwise.
     pub server: SocketAddr,
     pub app_id: String,
     pub app_key: String,
@@ -138,6 +142,13 @@ pub struct Bench {
     pub base: Instant,
     pub ws: Vec<Ws>,
     http: Vec<Http>,
+    /// Servers the clients connect to (`targets[0]` is `set.server` unless set).
+    pub targets: Vec<SocketAddr>,
+    /// Targets (indexes) that new clients are spread over, round-robin.
+    spread: Vec<usize>,
+    /// Delivery latencies (ns) per target of the receiving client; empty unless
+    /// [`Bench::set_targets`] was called.
+    pub lat_by_target: Vec<Vec<u64>>,
     tmp: Vec<u8>,
     pub conn_plan: Option<ConnPlan>,
     pub pub_plan: Option<PubPlan>,
@@ -189,10 +200,12 @@ impl Bench {
         Ok(Bench {
             poll: Poll::new()?,
             events: Events::with_capacity(4096),
-            set,
             base: now,
             ws: Vec::new(),
             http: Vec::new(),
+            targets: vec![set.server],
+            spread: vec![0],
+            lat_by_target: Vec::new(),
             tmp: vec![0; 256 * 1024],
             conn_plan: None,
             pub_plan: None,
@@ -218,6 +231,7 @@ impl Bench {
             http_errors: 0,
             http_reconnects: 0,
             sender_excluded: false,
+            set,
         })
     }
 
@@ -247,8 +261,29 @@ impl Bench {
         }
     }
 
-    fn socket(&self, index: usize, rcvbuf: Option<usize>) -> io::Result<TcpStream> {
-        let SocketAddr::V4(server) = self.set.server else {
+    /// Clients connect to `targets` (HTTP connections stay on `set.server`): the `k`-th
+    /// client opened subscribes to group `k % groups` on target
+    /// `spread[(k / groups) % spread.len()]`, so each group is spread over those targets.
+    /// Latencies are then also kept per target, in `lat_by_target`.
+    pub fn set_targets(&mut self, targets: Vec<SocketAddr>, spread: Vec<usize>) {
+        assert!(!spread.is_empty() && spread.iter().all(|&t| t < targets.len()));
+        self.lat_by_target = vec![Vec::new(); targets.len()];
+        self.targets = targets;
+        self.spread = spread;
+    }
+
+    /// The target of the `k`-th client of a plan over `groups` groups.
+    fn target_of(&self, k: usize, groups: usize) -> usize {
+        self.spread[(k / groups.max(1)) % self.spread.len()]
+    }
+
+    fn socket(
+        &self,
+        index: usize,
+        dst: SocketAddr,
+        rcvbuf: Option<usize>,
+    ) -> io::Result<TcpStream> {
+        let SocketAddr::V4(server) = dst else {
             return Err(io::Error::other("IPv4 only"));
         };
         nonblocking_connect(proto::source_ip(index, self.set.salt), server, rcvbuf)
@@ -256,8 +291,8 @@ impl Bench {
 
     // ---- WebSocket clients ---------------------------------------------------------
 
-    /// Start one client subscribing to `group`; returns its index.
-    pub fn open_ws(&mut self, group: usize, slow: bool) -> usize {
+    /// Start one client subscribing to `group` on `targets[target]`; returns its index.
+    pub fn open_ws(&mut self, group: usize, slow: bool, target: usize) -> usize {
         let i = self.ws.len();
         let now = Instant::now();
         let mut ws = Ws {
@@ -269,6 +304,7 @@ impl Bench {
             open_after: None,
             sub_after: None,
             group,
+            target,
             socket_id: String::new(),
             slow,
             paused: false,
@@ -285,14 +321,16 @@ impl Bench {
             pings: 0,
         };
         let rcvbuf = slow.then_some(self.set.slow_rcvbuf);
-        let opened = self.socket(i, rcvbuf).and_then(|mut s| {
-            self.poll.registry().register(
-                &mut s,
-                Token(i),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            Ok(s)
-        });
+        let opened = self
+            .socket(i, self.targets[target], rcvbuf)
+            .and_then(|mut s| {
+                self.poll.registry().register(
+                    &mut s,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                Ok(s)
+            });
         match opened {
             Ok(s) => {
                 ws.sock = Some(s);
@@ -377,7 +415,8 @@ impl Bench {
             match s.peer_addr() {
                 Ok(_) => {
                     self.ws[i].state = WsState::Upgrading;
-                    let req = proto::upgrade_request(self.set.server, &self.set.app_key);
+                    let server = self.targets[self.ws[i].target];
+                    let req = proto::upgrade_request(server, &self.set.app_key);
                     self.ws[i].wbuf.extend_from_slice(&req);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
@@ -510,7 +549,11 @@ impl Bench {
             }
             ws.received += 1;
             self.delivered += 1;
-            self.lat[self.phase].push(now_ns.saturating_sub(ts));
+            let latency = now_ns.saturating_sub(ts);
+            self.lat[self.phase].push(latency);
+            if let Some(v) = self.lat_by_target.get_mut(ws.target) {
+                v.push(latency);
+            }
             self.first_delivery.get_or_insert(now);
             self.last_delivery = Some(now);
             return;
@@ -643,7 +686,7 @@ impl Bench {
     }
 
     fn connect_http(&mut self, j: usize) {
-        let opened = self.socket(0, None).and_then(|mut s| {
+        let opened = self.socket(0, self.set.server, None).and_then(|mut s| {
             self.poll.registry().register(
                 &mut s,
                 Token(HTTP_BASE + j),
@@ -868,7 +911,8 @@ impl Bench {
             let (mut issued, max_pending, groups, slow) =
                 (p.issued, p.max_pending, p.groups, p.slow);
             while issued < due && self.pending < max_pending {
-                self.open_ws(issued % groups, slow);
+                let target = self.target_of(issued, groups);
+                self.open_ws(issued % groups, slow, target);
                 issued += 1;
             }
             if let Some(p) = self.conn_plan.as_mut() {
@@ -1040,9 +1084,14 @@ impl Bench {
     /// Final loss accounting over normal clients that subscribed:
     /// (expected, received unique, lost, duplicates, unexpected, echoes).
     pub fn loss_report(&self) -> Value {
+        self.loss_report_where(|_| true)
+    }
+
+    /// [`Bench::loss_report`] over the clients `keep` selects.
+    pub fn loss_report_where(&self, keep: impl Fn(&Ws) -> bool) -> Value {
         let (mut expected, mut got, mut dups, mut unexpected, mut echoes) = (0u64, 0, 0, 0, 0);
         for w in &self.ws {
-            if w.slow || w.sub_after.is_none() {
+            if w.slow || w.sub_after.is_none() || !keep(w) {
                 continue;
             }
             let acc = &self.accepted[w.group];
@@ -1183,5 +1232,43 @@ mod tests {
         assert_eq!(due_count(t0, 100.0, t0 + Duration::from_secs(1)), 101);
         assert_eq!(due_count(t0 + Duration::from_secs(1), 100.0, t0), 0);
         assert_eq!(due_count(t0, 0.0, t0 + Duration::from_secs(1)), 0);
+    }
+
+    #[test]
+    fn targets_spread_each_group_over_the_nodes() {
+        let set = Settings {
+            server: "127.0.0.1:1".parse().unwrap(),
+            app_id: "a".into(),
+            app_key: "k".into(),
+            secret: "s".into(),
+            salt: 0,
+            private: false,
+            payload: 10,
+            slow_rcvbuf: 4096,
+        };
+        let mut b = Bench::new(set, 2).unwrap();
+        assert_eq!(b.targets.len(), 1);
+        assert_eq!(b.target_of(7, 2), 0);
+        assert!(b.lat_by_target.is_empty());
+        let addrs: Vec<SocketAddr> = (1..=3)
+            .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+            .collect();
+        // Nodes 2 and 3 (targets 1 and 2), two groups: k -> (group k % 2, target).
+        b.set_targets(addrs, vec![1, 2]);
+        let placed: Vec<(usize, usize)> = (0..8).map(|k| (k % 2, b.target_of(k, 2))).collect();
+        assert_eq!(
+            placed,
+            [
+                (0, 1),
+                (1, 1),
+                (0, 2),
+                (1, 2),
+                (0, 1),
+                (1, 1),
+                (0, 2),
+                (1, 2)
+            ]
+        );
+        assert_eq!(b.lat_by_target.len(), 3);
     }
 }

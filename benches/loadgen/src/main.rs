@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! loadgen <conns|fanout|clientevents|api|slowconsumer> (--url ws://127.0.0.1:PORT | --spawn PATH) [options]
+//! loadgen cluster --spawn PATH --nodes N [--redis-server PATH] [options]
 //! ```
 //!
 //! Prints one JSON line per run on stdout; progress and problems go to stderr.
 //! Only loopback addresses are used; every phase is bounded by `--timeout`.
 
+mod cluster;
 mod engine;
 mod proto;
 mod report;
@@ -15,6 +17,7 @@ mod stats;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,6 +28,7 @@ use stats::{latency_summary, read_cpu_secs, read_rss, round3};
 
 const USAGE: &str = "\
 usage: loadgen <mode> (--url ws://127.0.0.1:PORT | --spawn PATH_TO_REVURB) [options]
+       loadgen cluster --spawn PATH_TO_REVURB [--nodes N] [options]
        loadgen table < results.jsonl   (a markdown table of the JSON lines of runs)
 
 modes:
@@ -38,6 +42,11 @@ modes:
                 --duration seconds, to a channel with one subscriber
   slowconsumer  fanout with --n subscribers, then --slow clients that stop reading;
                 when are they dropped, and does everyone else's latency change
+  cluster       start redis-server and --nodes revurb nodes scaling over it, wait until
+                every node counts every node's connection, then fanout with the --n
+                subscribers on nodes 2..N and the publishes through node 1's HTTP API:
+                every delivery measured crosses Redis (latency, loss, CPU of the nodes
+                and of redis-server)
 
 options:
   --url URL            server to load (loopback only)
@@ -64,6 +73,15 @@ options:
   --max-pending N      connections being set up at once (default 500)
   --drain S            seconds to wait for in-flight deliveries (default 5)
   --timeout S          overall deadline (default: computed from the run)
+
+cluster options (needs --spawn; every node gets the dev app env as above plus
+REVERB_SCALING_ENABLED=true, REDIS_HOST=127.0.0.1, REDIS_PORT=<port>; --env wins):
+  --nodes N            revurb nodes (default 3; at least 2 unless --local-too)
+  --redis-server PATH  the redis-server to start on a free port (default: redis-server)
+  --form-timeout S     seconds for the cluster to form (default 15)
+  --local-too          spread the subscribers over node 1 too, and report the latency
+                       of those same-node deliveries separately
+  --server-cpu N       pins every node and redis-server to CPU N
 ";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,9 +111,20 @@ struct Opts {
     max_pending: usize,
     drain: f64,
     timeout: f64,
+    nodes: usize,
+    redis_server: String,
+    form_timeout: f64,
+    local_too: bool,
 }
 
-const MODES: [&str; 5] = ["conns", "fanout", "clientevents", "api", "slowconsumer"];
+const MODES: [&str; 6] = [
+    "conns",
+    "fanout",
+    "clientevents",
+    "api",
+    "slowconsumer",
+    "cluster",
+];
 
 fn parse_args(args: &[String]) -> Result<Opts, String> {
     let mode = args.first().ok_or("no mode given")?.clone();
@@ -134,6 +163,10 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         max_pending: 500,
         drain: 5.0,
         timeout: 0.0,
+        nodes: 3,
+        redis_server: "redis-server".into(),
+        form_timeout: 15.0,
+        local_too: false,
         mode,
     };
     let mut timeout = None;
@@ -141,6 +174,10 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
             return Err(String::new());
+        }
+        if flag == "--local-too" {
+            o.local_too = true;
+            continue;
         }
         let val = it
             .next()
@@ -180,8 +217,14 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--max-pending" => o.max_pending = num(flag, val)?,
             "--drain" => o.drain = num(flag, val)?,
             "--timeout" => timeout = Some(num(flag, val)?),
+            "--nodes" => o.nodes = num(flag, val)?,
+            "--redis-server" => o.redis_server = val.into(),
+            "--form-timeout" => o.form_timeout = num(flag, val)?,
             _ => return Err(format!("unknown option {flag}")),
         }
+    }
+    if o.mode == "cluster" && o.url.is_some() {
+        return Err("cluster mode starts its own nodes: give --spawn PATH_TO_REVURB".into());
     }
     if o.url.is_some() == o.spawn.is_some() {
         return Err("give exactly one of --url and --spawn".into());
@@ -194,6 +237,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         ("--connections", o.connections as f64),
         ("--group", o.group as f64),
         ("--max-pending", o.max_pending as f64),
+        ("--form-timeout", o.form_timeout),
     ];
     for (name, v) in positive {
         if !(v > 0.0 && v.is_finite()) {
@@ -204,6 +248,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         ("--hold", o.hold),
         ("--duration", o.duration),
         ("--drain", o.drain),
+        ("--form-timeout", o.form_timeout),
     ] {
         if !(0.0..=86_400.0).contains(&v) {
             return Err(format!("{name} must be between 0 and 86400 seconds"));
@@ -212,6 +257,17 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     if o.n > 1_000_000 || o.slow > 100_000 {
         return Err("--n is at most 1000000 and --slow at most 100000".into());
     }
+    if o.mode == "cluster" {
+        let least = if o.local_too { 1 } else { 2 };
+        if o.nodes < least || o.nodes > 64 {
+            return Err(format!(
+                "--nodes must be between {least} and 64 (node 1 publishes, the others subscribe)"
+            ));
+        }
+        if o.redis_server.is_empty() {
+            return Err("--redis-server needs a path".into());
+        }
+    }
     if o.mode == "clientevents" && o.group < 2 {
         return Err("--group must be at least 2 (a member's events go to the others)".into());
     }
@@ -219,7 +275,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
-/// Setup at the connection rate (twice over), the load phases, the drain, and a minute.
+/// Setup at the connection rate (twice over), the load phases, the drain, and a minute
+/// (cluster: also the wait for the cluster to form).
 fn default_timeout(o: &Opts) -> f64 {
     let rate = if o.mode == "conns" {
         o.rate
@@ -233,7 +290,12 @@ fn default_timeout(o: &Opts) -> f64 {
         "slowconsumer" => 2.0 * o.duration,
         _ => o.duration,
     };
-    60.0 + setup + load + 2.0 * o.drain
+    let form = if o.mode == "cluster" {
+        o.form_timeout
+    } else {
+        0.0
+    };
+    60.0 + setup + load + 2.0 * o.drain + form
 }
 
 // ---- the server ------------------------------------------------------------------------
@@ -254,19 +316,33 @@ impl Drop for Server {
     }
 }
 
-fn spawn_server(o: &Opts) -> Result<Server, String> {
-    let path = o.spawn.as_deref().unwrap_or("revurb");
-    // Pin through taskset when it exists (it execs, so the pid stays the server's);
-    // otherwise with sched_setaffinity once started.
-    let taskset = o.server_cpu.filter(|_| on_path("taskset"));
-    let mut cmd = match taskset {
+/// A command running `path` on CPU `cpu`: through taskset when it exists (it execs, so the
+/// pid stays the program's); otherwise the CPU returned is to be pinned once started.
+/// The program is killed if the generator dies without running its Drop guards.
+fn pinned_command(path: &str, cpu: Option<usize>) -> (Command, Option<usize>) {
+    let (mut cmd, later) = match cpu.filter(|_| on_path("taskset")) {
         Some(cpu) => {
             let mut c = Command::new("taskset");
             c.args(["-c", &cpu.to_string(), path]);
-            c
+            (c, None)
         }
-        None => Command::new(path),
+        None => (Command::new(path), cpu),
     };
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    (cmd, later)
+}
+
+/// Start the server of `--spawn` with the dev app env, then `extra` (`None`: remove the
+/// inherited variable), then `--env`.
+fn spawn_server(o: &Opts, extra: &[(&str, Option<&str>)]) -> Result<Server, String> {
+    let path = o.spawn.as_deref().unwrap_or("revurb");
+    let (mut cmd, pin_later) = pinned_command(path, o.server_cpu);
     cmd.args(["start", "--host", "127.0.0.1", "--port", "0"])
         .env("REVERB_APP_ID", &o.app_id)
         .env("REVERB_APP_KEY", &o.app_key)
@@ -277,6 +353,12 @@ fn spawn_server(o: &Opts) -> Result<Server, String> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    for (k, v) in extra {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
     for (k, v) in &o.env {
         cmd.env(k, v);
     }
@@ -284,7 +366,7 @@ fn spawn_server(o: &Opts) -> Result<Server, String> {
         .spawn()
         .map_err(|e| format!("cannot start {path}: {e}"))?;
     let pid = child.id();
-    if let Some(cpu) = o.server_cpu.filter(|_| taskset.is_none()) {
+    if let Some(cpu) = pin_later {
         pin(pid, cpu).map_err(|e| format!("cannot pin the server to CPU {cpu}: {e}"))?;
     }
     let mut out = child.stdout.take().expect("piped stdout");
@@ -382,6 +464,8 @@ fn raise_nofile() -> u64 {
 struct Run<'a> {
     o: &'a Opts,
     pid: Option<u32>,
+    /// Further server processes whose CPU time counts (the other nodes of a cluster).
+    others: Vec<u32>,
     deadline: Instant,
 }
 
@@ -404,8 +488,13 @@ impl Run<'_> {
         self.pid.and_then(read_rss)
     }
 
+    /// CPU seconds of the server (summed over every node of a cluster).
     fn cpu(&self) -> Option<f64> {
-        self.pid.and_then(read_cpu_secs)
+        let mut sum = self.pid.and_then(read_cpu_secs)?;
+        for &p in &self.others {
+            sum += read_cpu_secs(p)?;
+        }
+        Some(sum)
     }
 
     /// Open `n` clients over `groups` (normal or slow) and wait until all are set up.
@@ -792,6 +881,18 @@ fn drop_time(samples: &[(f64, u64)], from_ms: f64, normal: u64) -> (Option<u64>,
     (Some(peak), back)
 }
 
+/// The fields every result line starts with.
+fn run_head(o: &Opts, nofile: u64, started: Instant, deadline: Instant) -> Value {
+    json!({
+        "mode": o.mode,
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "nofile_limit": nofile,
+        "generator_cpu_s": read_cpu_secs(std::process::id()).map(round3),
+        "elapsed_s": round3(started.elapsed().as_secs_f64()),
+        "timed_out": Instant::now() >= deadline,
+    })
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("table") {
@@ -820,6 +921,21 @@ fn main() -> ExitCode {
         eprintln!("loadgen: cannot pin to CPU {cpu}: {e}");
     }
     let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(o.timeout);
+    if o.mode == "cluster" {
+        // Redis and the nodes are stopped (Drop guards) before `run` returns.
+        let mut rep = match cluster::run(&o, deadline) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let mut head = run_head(&o, nofile, started, deadline);
+        merge(&mut head, rep.take());
+        println!("{head}");
+        return ExitCode::SUCCESS;
+    }
     let server = match &o.url {
         Some(url) => match proto::parse_url(url) {
             Ok(addr) => Server {
@@ -833,7 +949,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        None => match spawn_server(&o) {
+        None => match spawn_server(&o, &[]) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("loadgen: {e}");
@@ -849,7 +965,8 @@ fn main() -> ExitCode {
     let run = Run {
         o: &o,
         pid: server.pid,
-        deadline: started + Duration::from_secs_f64(o.timeout),
+        others: Vec::new(),
+        deadline,
     };
     let result = match o.mode.as_str() {
         "conns" => mode_conns(&run, server.addr),
@@ -866,20 +983,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut head = json!({
-        "mode": o.mode,
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "server": {
-            "addr": server.addr.to_string(),
-            "pid": server.pid,
-            "spawned": server.child.is_some(),
-            "rss_idle_bytes": rss_idle,
-            "alive_at_end": server_alive,
-        },
-        "nofile_limit": nofile,
-        "generator_cpu_s": read_cpu_secs(std::process::id()).map(round3),
-        "elapsed_s": round3(started.elapsed().as_secs_f64()),
-        "timed_out": Instant::now() >= run.deadline,
+    let mut head = run_head(&o, nofile, started, deadline);
+    head["server"] = json!({
+        "addr": server.addr.to_string(),
+        "pid": server.pid,
+        "spawned": server.child.is_some(),
+        "rss_idle_bytes": rss_idle,
+        "alive_at_end": server_alive,
     });
     merge(&mut head, rep.take());
     println!("{head}");
@@ -914,6 +1024,35 @@ mod tests {
         assert_eq!((c.channels, c.rate, c.timeout), (10, 2000.0, 7.0));
         let a = parse_args(&args("api --url ws://127.0.0.1:1")).unwrap();
         assert_eq!((a.n, a.duration), (1, 5.0));
+        assert_eq!((a.nodes, a.local_too), (3, false));
+    }
+
+    #[test]
+    fn parses_cluster_options() {
+        let o = parse_args(&args(
+            "cluster --spawn target/release/revurb --nodes 3 --n 1000 --channels 10 \
+             --rate 200 --duration 10",
+        ))
+        .unwrap();
+        assert_eq!(o.mode, "cluster");
+        assert_eq!((o.nodes, o.n, o.channels), (3, 1000, 10));
+        assert_eq!((o.rate, o.duration), (200.0, 10.0));
+        assert_eq!(o.redis_server, "redis-server");
+        assert_eq!((o.form_timeout, o.local_too), (15.0, false));
+        // The default timeout also covers the 15 s the cluster may take to form.
+        assert_eq!(o.timeout, 60.0 + 0.4 + 10.0 + 10.0 + 15.0);
+        let l = parse_args(&args(
+            "cluster --spawn r --local-too --nodes 2 --redis-server /opt/redis-server \
+             --form-timeout 30 --server-cpu 0 --cpu 1",
+        ))
+        .unwrap();
+        assert!(l.local_too);
+        assert_eq!((l.nodes, l.form_timeout), (2, 30.0));
+        assert_eq!(l.redis_server, "/opt/redis-server");
+        assert_eq!((l.server_cpu, l.cpu), (Some(0), Some(1)));
+        // --local-too takes no value, wherever it stands.
+        let last = parse_args(&args("cluster --spawn r --nodes 1 --local-too")).unwrap();
+        assert!(last.local_too && last.nodes == 1);
     }
 
     #[test]
@@ -947,6 +1086,16 @@ mod tests {
         assert!(parse_args(&args("api --url a --env novalue")).is_err());
         assert!(parse_args(&args("clientevents --url a --group 1")).is_err());
         assert!(parse_args(&args("fanout --url a --duration -1")).is_err());
+        // cluster starts its own nodes and needs one to publish and one to subscribe.
+        assert!(parse_args(&args("cluster --url ws://127.0.0.1:1")).is_err());
+        assert!(parse_args(&args("cluster")).is_err());
+        assert!(parse_args(&args("cluster --spawn r --nodes 1")).is_err());
+        assert!(parse_args(&args("cluster --spawn r --nodes 0 --local-too")).is_err());
+        assert!(parse_args(&args("cluster --spawn r --nodes 65")).is_err());
+        assert!(parse_args(&args("cluster --spawn r --nodes x")).is_err());
+        assert!(parse_args(&args("cluster --spawn r --form-timeout -1")).is_err());
+        assert!(parse_args(&args("cluster --spawn r --form-timeout 0")).is_err());
+        assert!(parse_args(&args("cluster --spawn r --redis-server")).is_err());
         assert_eq!(parse_args(&args("api --help")), Err(String::new()));
     }
 }

@@ -78,6 +78,35 @@ pub fn row(r: &Value) -> (String, String) {
                 num(&r["deliveries_per_server_cpu_s"]),
             ),
         ),
+        "cluster" => {
+            let local = if r["local_too"] == true {
+                format!(
+                    "; same-node (node 1): {}, latency {}",
+                    loss(&r["loss_local"]),
+                    lat(&r["latency_ms_local"])
+                )
+            } else {
+                String::new()
+            };
+            (
+                format!(
+                    "cluster {} nodes, {} subs / {} ch, {}/s",
+                    num(&r["nodes"]),
+                    num(&r["subscribers"]),
+                    num(&r["channels"]),
+                    num(&r["rate"])
+                ),
+                format!(
+                    "cross-node through Redis: {}; **latency p50/p90/p99/p999/max {}**{local}; \
+                     {} deliveries/s; CPU of the nodes {} s, of redis-server {} s",
+                    loss(&r["loss"]),
+                    lat(&r["latency_ms"]),
+                    num(&r["deliveries_per_sec"]),
+                    num(&r["server_cpu_s"]),
+                    num(&r["redis_cpu_s"]),
+                ),
+            )
+        }
         "api" => (
             format!("api, {} connections", num(&r["connections"])),
             format!(
@@ -192,11 +221,20 @@ mod tests {
             r#"{"mode":"fanout","command":"a|b","ok":false,"subscribers":10,"channels":1,"#,
             r#""rate":5.0,"loss":{"expected":10,"received":9,"lost":1,"duplicates":0},"#,
             r#""latency_ms":{"p50":1,"p90":2,"p99":3,"p999":4,"max":5}}"#,
+            "\n",
+            r#"{"mode":"cluster","command":"c","ok":true,"nodes":3,"subscribers":1000,"#,
+            r#""channels":10,"rate":200.0,"loss":{"expected":4,"received":4,"lost":0,"#,
+            r#""duplicates":0},"latency_ms":{"p50":1,"p90":2,"p99":3,"p999":4,"max":5},"#,
+            r#""deliveries_per_sec":20000,"server_cpu_s":1.5,"redis_cpu_s":0.25}"#,
+            "\n",
+            r#"{"mode":"cluster","command":"c","ok":true,"nodes":1,"local_too":true,"#,
+            r#""loss_local":{"expected":2,"received":2,"lost":0,"duplicates":0},"#,
+            r#""latency_ms_local":{"p50":0.5,"p90":1,"p99":1,"p999":1,"max":1}}"#,
             "\n"
         );
         let t = table(input);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 4, "{t}");
+        assert_eq!(lines.len(), 6, "{t}");
         assert!(lines[2].starts_with("| conns 2 | yes |"), "{}", lines[2]);
         assert!(lines[2].contains("**512 B per connection**"));
         assert!(lines[2].contains("RSS 1.0 MiB → 2.0 MiB"));
@@ -205,5 +243,16 @@ mod tests {
         assert!(lines[3].contains("9 of 10 received, 1 lost"));
         assert!(lines[3].contains("1 / 2 / 3 / 4 / 5 ms"));
         assert!(lines[3].contains("`a\\|b`"));
+        assert!(
+            lines[4].starts_with("| cluster 3 nodes, 1000 subs / 10 ch, 200/s | yes |"),
+            "{}",
+            lines[4]
+        );
+        assert!(lines[4].contains("cross-node through Redis: 4 of 4 received, 0 lost"));
+        assert!(lines[4].contains("**latency p50/p90/p99/p999/max 1 / 2 / 3 / 4 / 5 ms**"));
+        assert!(lines[4].contains("CPU of the nodes 1.5 s, of redis-server 0.25 s"));
+        assert!(!lines[4].contains("same-node"));
+        assert!(lines[5].contains("same-node (node 1): 2 of 2 received"));
+        assert!(lines[5].contains("latency 0.5 / 1 / 1 / 1 / 1 ms"));
     }
 }

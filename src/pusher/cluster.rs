@@ -1,0 +1,773 @@
+//! The hub's side of horizontal scaling: what this node tells the others
+//! through Redis, and its view of every other live node. Sans-IO like the rest
+//! of the hub: messages come in as bytes (`remote`), go out through
+//! `poll_publish`, and time is a parameter.
+//!
+//! The design (README "Scaling"): every node keeps a copy of what each other
+//! node holds — open connections per app, subscribers per channel, presence
+//! members per channel — kept up to date by small messages (`counts`, `join`,
+//! `leave`) and a full `state` when a node (re)joins. Queries (`/channels`,
+//! `/users`, `/connections`, `user_count`) are answered from that copy at
+//! once: there is no scatter-gather and no waiting on other nodes.
+//!
+//! Presence is one set per channel across the cluster: a user is a member
+//! while any node has a connection of theirs in the channel. Every node tells
+//! its own subscribers `member_added` when a user becomes a member of the
+//! cluster and `member_removed` when they stop being one, so each subscriber
+//! hears each change once, whichever nodes the user's connections are on.
+//!
+//! A node heard from within `node_timeout` is alive; heartbeats go out every
+//! quarter of it. A node that falls silent is dropped, and its members leave
+//! (with `member_removed`). While this node's own Redis link is down its view
+//! is frozen; when the link comes back it asks everyone for a full state.
+//!
+//! Events are delivered by the node that received them to its own clients at
+//! once, then published; other nodes deliver to theirs. Each message carries
+//! the sender's `seq`, so one re-sent after a reconnect is delivered once.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+
+use serde_json::Value;
+
+use super::channel::{self, Member};
+use super::{AppId, ConnId, Frame, Hub, message};
+use crate::redis::envelope::{AppState as WireApp, Body, Envelope};
+use crate::websocket;
+
+/// Log at most this many ignored messages in a row before going quiet.
+const BAD_MESSAGE_LOG_BURST: u64 = 10;
+/// Dropped nodes whose last seq is remembered.
+const RETIRED_NODES: usize = 256;
+
+pub struct Cluster {
+    pub node: String,
+    /// How our own messages start (`{"v":1,"node":"<id>",`): Redis echoes
+    /// every publish back, and these are skipped without parsing.
+    own_prefix: Vec<u8>,
+    seq: u64,
+    timeout_ms: u64,
+    heartbeat_ms: u64,
+    link_up: bool,
+    next_heartbeat: u64,
+    nodes: HashMap<String, Node>,
+    /// Apps whose counts changed since the last flush, with the channels.
+    dirty: HashMap<AppId, HashSet<Rc<str>>>,
+    publish: VecDeque<(Rc<[u8]>, bool)>,
+    restart: bool,
+    /// After the link came back: nodes known before that have not spoken
+    /// since, and until when to wait for them before sending the backlog.
+    resync: HashSet<String>,
+    resync_until: u64,
+    /// The last delivery seq of nodes dropped as silent, in case they were
+    /// only cut off and re-send what had arrived (bounded, oldest forgotten).
+    retired: VecDeque<(String, u64)>,
+    pub bad_messages: u64,
+    pub duplicates: u64,
+}
+
+struct Node {
+    last_seen: u64,
+    last_seq: u64,
+    apps: HashMap<String, RemoteApp>,
+}
+
+#[derive(Default)]
+struct RemoteApp {
+    connections: u64,
+    subs: HashMap<String, u64>,
+    members: HashMap<String, Vec<Rc<Member>>>,
+}
+
+impl Cluster {
+    pub fn new(node: String, timeout_ms: u64) -> Cluster {
+        let own_prefix = format!(
+            "{{\"v\":{},\"node\":{},",
+            crate::redis::envelope::VERSION,
+            serde_json::Value::String(node.clone())
+        )
+        .into_bytes();
+        Cluster {
+            own_prefix,
+            node,
+            seq: 0,
+            timeout_ms,
+            heartbeat_ms: (timeout_ms / 4).max(250),
+            link_up: false,
+            next_heartbeat: 0,
+            nodes: HashMap::new(),
+            dirty: HashMap::new(),
+            publish: VecDeque::new(),
+            restart: false,
+            resync: HashSet::new(),
+            resync_until: 0,
+            retired: VecDeque::new(),
+            bad_messages: 0,
+            duplicates: 0,
+        }
+    }
+
+    fn remote_apps<'a>(&'a self, app_id: &'a str) -> impl Iterator<Item = &'a RemoteApp> + 'a {
+        self.nodes.values().filter_map(move |n| n.apps.get(app_id))
+    }
+
+    /// Whether a node other than `skip` has `key` in `channel`.
+    fn has_user(&self, app_id: &str, channel: &str, key: &str, skip: Option<&str>) -> bool {
+        self.nodes
+            .iter()
+            .filter(|(id, _)| Some(id.as_str()) != skip)
+            .filter_map(|(_, n)| n.apps.get(app_id))
+            .filter_map(|a| a.members.get(channel))
+            .any(|ms| ms.iter().any(|m| m.key == key))
+    }
+}
+
+fn member_from(data: &Value) -> Option<Rc<Member>> {
+    let key = data.get("user_id").and_then(channel::user_key)?;
+    Some(Rc::new(Member {
+        user_id: data.get("user_id").cloned().unwrap_or(Value::Null),
+        key,
+        data: data.clone(),
+    }))
+}
+
+impl Hub {
+    /// Turn on scaling with this node id.
+    pub fn enable_cluster(&mut self, node: String, timeout_ms: u64) {
+        self.cluster = Some(Box::new(Cluster::new(node, timeout_ms)));
+    }
+
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_deref()
+    }
+
+    /// Live nodes including this one (1 without scaling).
+    pub fn cluster_nodes(&self) -> usize {
+        1 + self.cluster.as_ref().map_or(0, |c| c.nodes.len())
+    }
+
+    /// The next message for Redis and whether it must survive an outage.
+    pub fn poll_publish(&mut self) -> Option<(Rc<[u8]>, bool)> {
+        self.cluster.as_mut()?.publish.pop_front()
+    }
+
+    /// Whether publishes held through an outage may go out: every node known
+    /// before the link came back has spoken since (so it is subscribed
+    /// again), or node_timeout has passed.
+    pub fn cluster_backlog_ready(&mut self, now: u64) -> bool {
+        let Some(c) = self.cluster.as_mut() else {
+            return true;
+        };
+        if !c.resync.is_empty() && now >= c.resync_until {
+            c.resync.clear();
+        }
+        c.link_up && c.resync.is_empty()
+    }
+
+    /// `revurb restart` arrived over Redis.
+    pub fn take_restart(&mut self) -> bool {
+        self.cluster
+            .as_mut()
+            .is_some_and(|c| std::mem::take(&mut c.restart))
+    }
+
+    /// Both Redis connections are up (`true`) or one went down (`false`).
+    /// Up: announce the full state and ask every node for theirs. Down: the
+    /// view of the others is frozen until the link is back.
+    pub fn cluster_link(&mut self, now: u64, up: bool) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        if c.link_up == up {
+            return;
+        }
+        c.link_up = up;
+        if up {
+            for n in c.nodes.values_mut() {
+                n.last_seen = now; // they get a fresh chance to speak
+            }
+            c.resync = c.nodes.keys().cloned().collect();
+            c.resync_until = now + c.timeout_ms;
+            c.dirty.clear();
+            c.next_heartbeat = now + c.heartbeat_ms;
+            let apps = self.local_state();
+            self.publish(Body::State { apps, reply: true });
+        }
+    }
+
+    pub(super) fn publish(&mut self, body: Body) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let durable = body.durable();
+        if !durable && !c.link_up {
+            return; // the full state sent on reconnect replaces it
+        }
+        c.seq += 1;
+        let bytes = Envelope::new(&c.node, c.seq, body).encode();
+        c.publish.push_back((bytes.into(), durable));
+    }
+
+    /// Tell the others everything again (after the app list changed).
+    pub(super) fn cluster_resend_state(&mut self) {
+        if self.cluster.as_ref().is_some_and(|c| c.link_up) {
+            if let Some(c) = self.cluster.as_mut() {
+                c.dirty.clear(); // its app ids may be stale; the state covers them
+            }
+            let apps = self.local_state();
+            self.publish(Body::State { apps, reply: false });
+        }
+    }
+
+    /// This node is shutting down (after its connections were closed): send
+    /// what changed, then say goodbye so the others forget it at once.
+    pub fn cluster_goodbye(&mut self) {
+        if self.cluster.as_ref().is_some_and(|c| c.link_up) {
+            self.flush_cluster();
+            self.publish(Body::Bye);
+            if let Some(c) = self.cluster.as_mut() {
+                c.link_up = false; // nothing after the goodbye but deliveries
+            }
+        }
+    }
+
+    /// Note that counts of `app` (and `channel`) changed.
+    pub(super) fn cluster_dirty(&mut self, app: AppId, channel: Option<&Rc<str>>) {
+        if let Some(c) = self.cluster.as_mut()
+            && c.link_up
+        {
+            let set = c.dirty.entry(app).or_default();
+            if let Some(ch) = channel {
+                set.insert(ch.clone());
+            }
+        }
+    }
+
+    /// Send the counts that changed since the last call (once per loop turn).
+    pub fn flush_cluster(&mut self) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        if c.dirty.is_empty() {
+            return;
+        }
+        let dirty = std::mem::take(&mut c.dirty);
+        for (app, names) in dirty {
+            let Some(state) = self.apps.get(app) else {
+                continue;
+            };
+            let channels = names
+                .iter()
+                .map(|n| {
+                    (
+                        n.to_string(),
+                        state.channels.get(n).map_or(0, |c| c.len() as u64),
+                    )
+                })
+                .collect();
+            let body = Body::Counts {
+                app: state.config.id.clone(),
+                connections: state.connections,
+                channels,
+            };
+            self.publish(body);
+        }
+    }
+
+    /// Everything this node holds, for a `state` message.
+    fn local_state(&self) -> BTreeMap<String, WireApp> {
+        let mut out = BTreeMap::new();
+        for a in &self.apps {
+            let mut w = WireApp {
+                connections: a.connections,
+                ..WireApp::default()
+            };
+            for (name, ch) in a.channels.iter().filter(|(_, c)| !c.is_empty()) {
+                w.channels.insert(name.to_string(), ch.len() as u64);
+                if let Some(p) = &ch.presence {
+                    let ms = p.users.iter().map(|(m, _)| m.data.clone()).collect();
+                    w.members.insert(name.to_string(), ms);
+                }
+            }
+            out.insert(a.config.id.clone(), w);
+        }
+        out
+    }
+
+    // ---- what the API and the protocol ask about the cluster ---------------
+
+    /// Open connections of `app` on every node.
+    pub fn cluster_connection_count(&self, app: AppId) -> u64 {
+        let id = &self.apps[app].config.id;
+        self.apps[app].connections
+            + self
+                .cluster
+                .as_ref()
+                .map_or(0, |c| c.remote_apps(id).map(|a| a.connections).sum())
+    }
+
+    /// Subscribers of `channel` on other nodes.
+    pub(super) fn remote_subs(&self, app: AppId, channel: &str) -> u64 {
+        let id = &self.apps[app].config.id;
+        self.cluster.as_ref().map_or(0, |c| {
+            c.remote_apps(id)
+                .map(|a| {
+                    let subs = a.subs.get(channel).copied().unwrap_or(0);
+                    // a join can arrive before the counts that go with it
+                    let members = a.members.get(channel).map_or(0, |m| m.len() as u64);
+                    subs.max(members)
+                })
+                .sum()
+        })
+    }
+
+    /// Channels occupied on other nodes.
+    pub(super) fn remote_channels(&self, app: AppId) -> HashSet<String> {
+        let id = &self.apps[app].config.id;
+        let mut out = HashSet::new();
+        if let Some(c) = &self.cluster {
+            for a in c.remote_apps(id) {
+                out.extend(
+                    a.subs
+                        .iter()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(k, _)| k.clone()),
+                );
+                out.extend(a.members.keys().cloned());
+            }
+        }
+        out
+    }
+
+    /// Whether another node has user `key` in `channel`.
+    pub(super) fn remote_has_user(&self, app: AppId, channel: &str, key: &str) -> bool {
+        let id = &self.apps[app].config.id;
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.has_user(id, channel, key, None))
+    }
+
+    /// The members of a presence channel across the cluster, one per user:
+    /// this node's first, then the others'.
+    pub(super) fn cluster_members(&self, app: AppId, channel: &str) -> Vec<Rc<Member>> {
+        let mut out: Vec<Rc<Member>> = self.apps[app]
+            .channels
+            .get(channel)
+            .and_then(|c| c.presence.as_ref())
+            .map_or_else(Vec::new, |p| {
+                p.users.iter().map(|(m, _)| m.clone()).collect()
+            });
+        if let Some(c) = &self.cluster {
+            let mut seen: HashSet<String> = out.iter().map(|m| m.key.clone()).collect();
+            let id = &self.apps[app].config.id;
+            let mut nodes: Vec<&String> = c.nodes.keys().collect();
+            nodes.sort(); // the same order on every call
+            for n in nodes {
+                if let Some(ms) = c.nodes[n].apps.get(id).and_then(|a| a.members.get(channel)) {
+                    for m in ms {
+                        if seen.insert(m.key.clone()) {
+                            out.push(m.clone());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Tell this node's subscribers of `channel` that a user joined or left.
+    pub(super) fn announce_member(
+        &mut self,
+        app: AppId,
+        channel: &str,
+        member: &Member,
+        added: bool,
+        except: Option<ConnId>,
+    ) {
+        let Some(ch) = self.apps[app].channels.get(channel) else {
+            return;
+        };
+        if ch.is_empty() {
+            return;
+        }
+        let (event, data) = if added {
+            ("pusher_internal:member_added", member.data.to_string())
+        } else {
+            (
+                "pusher_internal:member_removed",
+                serde_json::json!({ "user_id": member.user_id }).to_string(),
+            )
+        };
+        let frame: Frame =
+            websocket::text_frame(&message::event(event, Some(&data), Some(channel))).into();
+        let subs: Vec<ConnId> = ch
+            .subs
+            .iter()
+            .copied()
+            .filter(|&s| Some(s) != except)
+            .collect();
+        for s in subs {
+            self.send(s, frame.clone());
+        }
+    }
+
+    // ---- messages from other nodes -------------------------------------------
+
+    /// One message from the Redis channel.
+    pub fn remote(&mut self, now: u64, payload: &[u8]) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        if payload.starts_with(&c.own_prefix) {
+            return; // our own echo, already delivered here
+        }
+        let env = match Envelope::decode(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                c.bad_messages += 1;
+                if c.bad_messages <= BAD_MESSAGE_LOG_BURST || c.bad_messages.is_power_of_two() {
+                    crate::log_warn!(
+                        "ignored a message on the Redis channel ({} so far): {e}: {}",
+                        c.bad_messages,
+                        super::truncate_bytes(payload, 120)
+                    );
+                }
+                return;
+            }
+        };
+        if env.node == c.node {
+            return; // our own, already delivered here
+        }
+        // Neither makes the sender a node of the cluster (`revurb restart`
+        // is not one, and a node saying goodbye is leaving).
+        match env.body {
+            Body::Restart => {
+                crate::log_debug!("cluster: restart message from {}", env.node);
+                c.restart = true;
+                return;
+            }
+            Body::Bye => {
+                if c.nodes.contains_key(&env.node) {
+                    crate::log_info!("cluster: node {} left", env.node);
+                    self.replace_state(&env.node, BTreeMap::new());
+                    if let Some(c) = self.cluster.as_mut() {
+                        c.nodes.remove(&env.node);
+                        c.resync.remove(&env.node);
+                    }
+                }
+                return;
+            }
+            _ => {}
+        }
+        let known = c.nodes.contains_key(&env.node);
+        let retired_seq = if known {
+            0
+        } else {
+            c.retired
+                .iter()
+                .position(|(id, _)| *id == env.node)
+                .and_then(|i| c.retired.remove(i))
+                .map_or(0, |(_, seq)| seq)
+        };
+        let node = c.nodes.entry(env.node.clone()).or_insert_with(|| Node {
+            last_seen: now,
+            last_seq: retired_seq,
+            apps: HashMap::new(),
+        });
+        // Deliveries come in order; one re-sent after a reconnect that had
+        // in fact arrived has a seq already seen. (State messages are never
+        // re-sent, and may overtake queued deliveries.)
+        if env.body.durable() {
+            if env.seq <= node.last_seq {
+                c.duplicates += 1;
+                return;
+            }
+            node.last_seq = env.seq;
+        }
+        node.last_seen = now;
+        c.resync.remove(&env.node);
+        if !known {
+            crate::log_info!("cluster: node {} joined", env.node);
+            if !matches!(env.body, Body::State { .. }) {
+                self.publish(Body::Want {
+                    to: env.node.clone(),
+                });
+            }
+        }
+        self.apply(now, &env.node, env.body);
+    }
+
+    fn apply(&mut self, now: u64, node: &str, body: Body) {
+        match body {
+            Body::Heartbeat => {}
+            Body::Event {
+                app,
+                channels,
+                event,
+                data,
+                socket_id,
+            } => {
+                let Some(app) = self.known_app(&app) else {
+                    return;
+                };
+                self.trigger_local(now, app, &channels, &event, &data, socket_id.as_deref());
+            }
+            Body::Client {
+                app,
+                channel,
+                event,
+                data,
+                user_id,
+            } => {
+                let Some(app) = self.known_app(&app) else {
+                    return;
+                };
+                let json = message::client_event(&event, &channel, &data, user_id.as_ref());
+                self.deliver(now, app, &channel, &json, None, Some((&event, &data)));
+            }
+            Body::Join { channel, .. } | Body::Leave { channel, .. }
+                if !channel::Kind::of(&channel).is_presence() =>
+            {
+                crate::log_warn!(
+                    "ignored a presence message from node {node} for {channel:?}, not a presence channel"
+                );
+            }
+            Body::Join {
+                app,
+                channel,
+                member,
+            } => {
+                let Some(m) = member_from(&member) else {
+                    crate::log_warn!("ignored a join from node {node} without a user_id");
+                    return;
+                };
+                let mut ms = self.node_members(node, &app, &channel);
+                ms.retain(|x| x.key != m.key);
+                ms.push(m);
+                self.set_members(node, &app, &channel, ms);
+            }
+            Body::Leave {
+                app,
+                channel,
+                user_id,
+            } => {
+                let Some(key) = channel::user_key(&user_id) else {
+                    return;
+                };
+                let mut ms = self.node_members(node, &app, &channel);
+                ms.retain(|x| x.key != key);
+                self.set_members(node, &app, &channel, ms);
+            }
+            Body::Counts {
+                app,
+                connections,
+                channels,
+            } => {
+                if let Some(a) = self.remote_app_mut(node, &app) {
+                    a.connections = connections;
+                    for (name, n) in channels {
+                        if n == 0 {
+                            a.subs.remove(&name);
+                        } else {
+                            a.subs.insert(name, n);
+                        }
+                    }
+                }
+            }
+            Body::State { apps, reply } => {
+                self.replace_state(node, apps);
+                if reply {
+                    let apps = self.local_state();
+                    self.publish(Body::State { apps, reply: false });
+                }
+            }
+            Body::Want { to } => {
+                if self.cluster.as_ref().is_some_and(|c| c.node == to) {
+                    let apps = self.local_state();
+                    self.publish(Body::State { apps, reply: false });
+                }
+            }
+            Body::Terminate { app, user_id } => {
+                if let Some(app) = self.known_app(&app) {
+                    self.terminate_user_local(now, app, &user_id);
+                }
+            }
+            Body::Restart | Body::Bye => {} // handled in `remote`
+        }
+    }
+
+    fn known_app(&self, app_id: &str) -> Option<AppId> {
+        let found = self.app_by_id(app_id);
+        if found.is_none() {
+            crate::log_debug!(
+                "cluster: a message for app {app_id:?}, which this node does not have"
+            );
+        }
+        found
+    }
+
+    fn remote_app_mut(&mut self, node: &str, app_id: &str) -> Option<&mut RemoteApp> {
+        let n = self.cluster.as_mut()?.nodes.get_mut(node)?;
+        Some(n.apps.entry(app_id.to_string()).or_default())
+    }
+
+    fn node_members(&self, node: &str, app_id: &str, channel: &str) -> Vec<Rc<Member>> {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.nodes.get(node))
+            .and_then(|n| n.apps.get(app_id))
+            .and_then(|a| a.members.get(channel))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replace what `node` has in a presence channel, telling local
+    /// subscribers about users who became or stopped being members.
+    fn set_members(&mut self, node: &str, app_id: &str, channel: &str, new: Vec<Rc<Member>>) {
+        let old = self.node_members(node, app_id, channel);
+        let local = self.app_by_id(app_id);
+        let elsewhere = |hub: &Hub, key: &str| {
+            let here = local.is_some_and(|app| {
+                hub.apps[app]
+                    .channels
+                    .get(channel)
+                    .and_then(|c| c.presence.as_ref())
+                    .is_some_and(|p| p.has_user(key))
+            });
+            here || hub
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.has_user(app_id, channel, key, Some(node)))
+        };
+        let mut changes = Vec::new();
+        for m in &new {
+            if !old.iter().any(|o| o.key == m.key) && !elsewhere(self, &m.key) {
+                changes.push((m.clone(), true));
+            }
+        }
+        for o in &old {
+            if !new.iter().any(|m| m.key == o.key) && !elsewhere(self, &o.key) {
+                changes.push((o.clone(), false));
+            }
+        }
+        if let Some(a) = self.remote_app_mut(node, app_id) {
+            if new.is_empty() {
+                a.members.remove(channel);
+            } else {
+                a.members.insert(channel.to_string(), new);
+            }
+        }
+        if let Some(app) = local {
+            for (m, added) in changes {
+                self.announce_member(app, channel, &m, added, None);
+            }
+        }
+    }
+
+    /// A full state from `node`: replace its view.
+    fn replace_state(&mut self, node: &str, apps: BTreeMap<String, WireApp>) {
+        // presence channels it had before or has now
+        let mut channels: Vec<(String, String)> = Vec::new();
+        if let Some(n) = self.cluster.as_ref().and_then(|c| c.nodes.get(node)) {
+            for (app, a) in &n.apps {
+                channels.extend(a.members.keys().map(|ch| (app.clone(), ch.clone())));
+            }
+        }
+        for (app, a) in &apps {
+            channels.extend(a.members.keys().map(|ch| (app.clone(), ch.clone())));
+        }
+        channels.sort();
+        channels.dedup();
+        for (app, ch) in channels {
+            let ms = apps
+                .get(&app)
+                .and_then(|a| a.members.get(&ch))
+                .map(|ms| ms.iter().filter_map(member_from).collect())
+                .unwrap_or_default();
+            self.set_members(node, &app, &ch, ms);
+        }
+        let keep: HashSet<&String> = apps.keys().collect();
+        if let Some(n) = self.cluster.as_mut().and_then(|c| c.nodes.get_mut(node)) {
+            n.apps.retain(|id, _| keep.contains(id)); // apps it no longer has
+        }
+        for (app_id, w) in apps {
+            if let Some(a) = self.remote_app_mut(node, &app_id) {
+                a.connections = w.connections;
+                a.subs = w.channels.into_iter().filter(|(_, n)| *n > 0).collect();
+            }
+        }
+    }
+
+    /// Drop nodes not heard from within the timeout, and send heartbeats.
+    pub(super) fn cluster_timeout(&mut self, now: u64) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        if !c.link_up {
+            return;
+        }
+        if now >= c.next_heartbeat {
+            c.next_heartbeat = now + c.heartbeat_ms;
+            self.publish(Body::Heartbeat);
+        }
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let timeout = c.timeout_ms;
+        let dead: Vec<String> = c
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.last_seen + timeout <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dead {
+            crate::log_warn!(
+                "cluster: node {id} silent for {} s; its connections and members are gone",
+                timeout / 1000
+            );
+            self.replace_state(&id, BTreeMap::new());
+            if let Some(c) = self.cluster.as_mut()
+                && let Some(n) = c.nodes.remove(&id)
+            {
+                if c.retired.len() >= RETIRED_NODES {
+                    c.retired.pop_front();
+                }
+                c.retired.push_back((id, n.last_seq));
+            }
+        }
+    }
+
+    pub(super) fn cluster_poll_timeout(&self) -> Option<u64> {
+        let c = self.cluster.as_ref()?;
+        if !c.link_up {
+            return None;
+        }
+        let expiry = c.nodes.values().map(|n| n.last_seen + c.timeout_ms).min();
+        let resync = (!c.resync.is_empty()).then_some(c.resync_until);
+        [Some(c.next_heartbeat), expiry, resync]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// The `join` message for a user's first connection here.
+pub(super) fn join_body(app_id: &str, channel: &str, m: &Member) -> Body {
+    Body::Join {
+        app: app_id.to_string(),
+        channel: channel.to_string(),
+        member: m.data.clone(),
+    }
+}
+
+/// The `leave` message for a user's last connection here.
+pub(super) fn leave_body(app_id: &str, channel: &str, m: &Member) -> Body {
+    Body::Leave {
+        app: app_id.to_string(),
+        channel: channel.to_string(),
+        user_id: m.user_id.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+//! Scaling against Redis set up the way production often is: TLS
+//! (`rediss://`), ACL users with passwords, and an outage longer than the
+//! outage queue. Like `cluster.rs`, these skip outside CI when
+//! `redis-server` is missing and fail under CI.
+
+use std::time::Duration;
+
+use crate::cluster_support::{
+    SILENCE, SYNC_DEADLINE, event_text, expect_once, expect_text_within, form_cluster,
+    redis_or_skip, redis_or_skip_with, start_node, wait_connections_everywhere, wait_stderr,
+    wait_until,
+};
+use crate::support::{Server, TempDir, Ws, free_port};
+
+const RECONNECT_DEADLINE: Duration = Duration::from_secs(15);
+
+fn subscriber(node: &Server, channel: &str) -> Ws {
+    let (mut ws, _) = node.pusher();
+    ws.subscribe(channel);
+    ws
+}
+
+/// A CA and a `localhost` certificate it signed, as PEM files in `dir`:
+/// (ca.pem, cert.pem, key.pem).
+fn certificates(dir: &TempDir) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    (
+        dir.write("ca.pem", &ca_cert.pem()),
+        dir.write("cert.pem", &cert.pem()),
+        dir.write("key.pem", &key.serialize_pem()),
+    )
+}
+
+#[test]
+fn cluster_over_tls_with_a_rediss_url() {
+    let dir = TempDir::new("redis-tls");
+    let (ca, cert, key) = certificates(&dir);
+    let tls_port = free_port();
+    let args = [
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let Some(redis) = redis_or_skip_with(args) else {
+        return;
+    };
+    let url = format!("rediss://localhost:{tls_port}/0");
+    let env = [("REDIS_URL", url.as_str()), ("SSL_CERT_FILE", ca.as_str())];
+    let nodes = vec![start_node(&redis, &env), start_node(&redis, &env)];
+    form_cluster(&nodes);
+    let mut on_b = subscriber(&nodes[1], "secure-news");
+    wait_connections_everywhere(&nodes, 1, SYNC_DEADLINE);
+    nodes[0].trigger("secure-news", "e", "over TLS");
+    expect_once(&mut on_b, &event_text("e", "over TLS", "secure-news"));
+
+    // Without the CA the certificate is refused, and the log says so.
+    let stranger = start_node(&redis, &[("REDIS_URL", url.as_str())]);
+    wait_stderr(&stranger, 0, "cannot reach", SYNC_DEADLINE);
+    let log = stranger.stderr_text();
+    assert!(log.contains("rediss://localhost"), "{log}");
+    assert!(!log.contains("connected to"), "{log}");
+}
+
+#[test]
+fn cluster_logs_in_with_an_acl_user_and_says_what_to_fix_when_refused() {
+    let Some(redis) = redis_or_skip() else {
+        return;
+    };
+    // an ACL user for revurb; the default user may no longer use pub/sub
+    redis.command(&[
+        b"ACL", b"SETUSER", b"revurb", b"on", b">s3cret", b"~*", b"&*", b"+@all",
+    ]);
+    redis.command(&[b"ACL", b"SETUSER", b"default", b"-subscribe", b"-publish"]);
+
+    let creds = [("REDIS_USERNAME", "revurb"), ("REDIS_PASSWORD", "s3cret")];
+    let nodes = vec![start_node(&redis, &creds), start_node(&redis, &creds)];
+    form_cluster(&nodes);
+    let mut on_b = subscriber(&nodes[1], "news");
+    wait_connections_everywhere(&nodes, 1, SYNC_DEADLINE);
+    nodes[0].trigger("news", "e", "authenticated");
+    expect_once(&mut on_b, &event_text("e", "authenticated", "news"));
+
+    // a wrong password: the log names the variables to check
+    let wrong = start_node(
+        &redis,
+        &[("REDIS_USERNAME", "revurb"), ("REDIS_PASSWORD", "nope")],
+    );
+    wait_stderr(&wrong, 0, "WRONGPASS", SYNC_DEADLINE);
+    assert!(wrong.stderr_text().contains("REDIS_PASSWORD"));
+    // no credentials: the default user may not subscribe
+    let anonymous = start_node(&redis, &[]);
+    wait_stderr(&anonymous, 0, "NOPERM", SYNC_DEADLINE);
+    // and the password never appears in any log
+    for n in nodes.iter().chain([&wrong, &anonymous]) {
+        assert!(!n.stderr_text().contains("s3cret"), "{}", n.stderr_text());
+    }
+}
+
+/// The Prometheus text of a node started with a metrics port.
+fn metrics(node: &Server, port: u16) -> String {
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = crate::support::HttpConn::connect(addr);
+    let r = c.request("GET", "/metrics", &[], b"");
+    assert_eq!(r.status, 200, "{}", node.addr());
+    r.text()
+}
+
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn cluster_outage_queue_keeps_the_oldest_publishes_and_counts_the_rest() {
+    let Some(mut redis) = redis_or_skip() else {
+        return;
+    };
+    let port = free_port();
+    let port_text = port.to_string();
+    let a = start_node(
+        &redis,
+        &[
+            ("REVERB_SCALING_QUEUE_LIMIT", "2"),
+            ("REVERB_METRICS_PORT", port_text.as_str()),
+        ],
+    );
+    let b = start_node(&redis, &[]);
+    let nodes = vec![a, b];
+    form_cluster(&nodes);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut on_a = subscriber(a, "news");
+    let mut on_b = subscriber(b, "news");
+    wait_connections_everywhere(&nodes, 2, SYNC_DEADLINE);
+    let text = metrics(a, port);
+    assert_eq!(metric(&text, "revurb_redis_connected"), Some(1), "{text}");
+    assert_eq!(metric(&text, "revurb_cluster_nodes"), Some(2), "{text}");
+
+    let offset = a.stderr_text().len();
+    redis.stop();
+    wait_stderr(a, offset, "Redis", SYNC_DEADLINE);
+    for i in 1..=5 {
+        a.trigger("news", "e", &format!("#{i}"));
+        // local clients are served whatever happens to Redis
+        expect_text_within(
+            &mut on_a,
+            &event_text("e", &format!("#{i}"), "news"),
+            Duration::from_secs(1),
+            "local delivery during the outage",
+        );
+    }
+    wait_stderr(a, offset, "outage queue is full", SYNC_DEADLINE);
+    let text = metrics(a, port);
+    assert_eq!(metric(&text, "revurb_redis_connected"), Some(0), "{text}");
+    assert_eq!(metric(&text, "revurb_redis_queued"), Some(2), "{text}");
+    assert_eq!(
+        metric(&text, "revurb_redis_dropped_total"),
+        Some(3),
+        "{text}"
+    );
+
+    redis.start_again();
+    // the two oldest were held and arrive once, in order; the rest were dropped
+    for i in 1..=2 {
+        expect_text_within(
+            &mut on_b,
+            &event_text("e", &format!("#{i}"), "news"),
+            RECONNECT_DEADLINE,
+            "held publish after the reconnect",
+        );
+    }
+    on_b.expect_silence(SILENCE);
+    wait_until(
+        Duration::from_secs(5),
+        || "the queue to drain and the link to come back".to_string(),
+        || {
+            let text = metrics(a, port);
+            (metric(&text, "revurb_redis_queued") == Some(0)
+                && metric(&text, "revurb_redis_connected") == Some(1)
+                && metric(&text, "revurb_redis_reconnects_total") >= Some(1))
+            .then_some(())
+        },
+    );
+}
