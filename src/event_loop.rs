@@ -314,7 +314,12 @@ impl Server {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.more_to_read.is_empty() {
+        if !self.more_to_read.is_empty()
+            || self
+                .scaling
+                .as_ref()
+                .is_some_and(|sc| sc.sub.more_to_read || sc.publ.more_to_read)
+        {
             return Some(Duration::ZERO);
         }
         let now = self.now();
@@ -511,6 +516,13 @@ impl Server {
             return;
         };
         let registry = self.poll.registry();
+        if sc.sub.more_to_read {
+            sc.sub.ready(now, true, false, registry); // nothing to re-send
+        }
+        if sc.publ.more_to_read {
+            let back = sc.publ.ready(now, true, false, registry);
+            requeue(sc, back, &mut self.metrics.redis_dropped);
+        }
         let back = sc.sub.tick(now, registry);
         requeue(sc, back, &mut self.metrics.redis_dropped);
         let back = sc.publ.tick(now, registry);

@@ -35,6 +35,8 @@ pub struct Link {
     ever_up: bool,
     pub reconnects: u64,
     pub bytes_in: u64,
+    /// The read budget ran out with input left: read again next turn.
+    pub more_to_read: bool,
 }
 
 impl Link {
@@ -57,6 +59,7 @@ impl Link {
             ever_up: false,
             reconnects: 0,
             bytes_in: 0,
+            more_to_read: false,
         }
     }
 
@@ -148,9 +151,15 @@ impl Link {
     }
 
     fn read(&mut self, now: u64) -> Result<(), String> {
+        self.more_to_read = false;
         let mut buf = [0u8; READ_CHUNK];
         let mut budget = READ_BUDGET;
-        while budget > 0 {
+        loop {
+            if budget == 0 {
+                // readiness is edge-triggered: come back next turn
+                self.more_to_read = true;
+                return Ok(());
+            }
             let Some(sock) = self.sock.as_mut() else {
                 return Ok(());
             };
@@ -162,43 +171,32 @@ impl Link {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(format!("read: {e}")),
                 },
-                Some(tls) => {
-                    match tls.read_tls(sock) {
-                        Ok(0) => return Err("Redis closed the connection".into()),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(format!("read: {e}")),
-                    }
-                    tls.process_new_packets()
-                        .map_err(|e| format!("TLS with Redis failed: {e}"))?;
-                    if !tls.is_handshaking() && self.client.is_connecting() {
-                        self.client.connected(now);
-                    }
-                    let mut total = 0;
-                    loop {
-                        match tls.reader().read(&mut buf[total..]) {
-                            Ok(0) => break,
-                            Ok(n) => {
-                                total += n;
-                                if total == buf.len() {
-                                    break;
-                                }
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) => return Err(format!("TLS read: {e}")),
+                // plaintext rustls already holds first, then more records
+                Some(tls) => match tls.reader().read(&mut buf) {
+                    Ok(0) => return Err("Redis closed the TLS session".into()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        match tls.read_tls(sock) {
+                            Ok(0) => return Err("Redis closed the connection".into()),
+                            Ok(_) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(e) => return Err(format!("read: {e}")),
                         }
+                        tls.process_new_packets()
+                            .map_err(|e| format!("TLS with Redis failed: {e}"))?;
+                        if !tls.is_handshaking() && self.client.is_connecting() {
+                            self.client.connected(now);
+                        }
+                        continue;
                     }
-                    total
-                }
+                    Err(e) => return Err(format!("TLS read: {e}")),
+                },
             };
-            budget = budget.saturating_sub(n.max(1));
+            budget = budget.saturating_sub(n);
             self.bytes_in += n as u64;
-            if n > 0 {
-                self.client.received(now, &buf[..n]).map_err(|e| e.0)?;
-            }
+            self.client.received(now, &buf[..n]).map_err(|e| e.0)?;
         }
-        Ok(())
     }
 
     /// Write what the client has queued. Returns payloads to re-publish on failure.
@@ -256,6 +254,7 @@ impl Link {
         }
         self.tls = None;
         self.tcp_up = false;
+        self.more_to_read = false;
         let was_ready = self.client.is_ready();
         let back = self.client.disconnected(now);
         let retry_in = self.client.poll_timeout().saturating_sub(now);
