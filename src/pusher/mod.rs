@@ -864,6 +864,7 @@ impl Hub {
             .entry(key.clone())
             .or_insert_with(|| Channel::new(&channel))
             .add(conn);
+        self.cluster_dirty(app, Some(&key));
         if let Some(c) = self.conn_mut(conn) {
             c.user = Some(Rc::from(user_id.as_str()));
             if !c.channels.contains(&key) {

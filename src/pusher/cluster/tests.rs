@@ -1548,8 +1548,16 @@ fn send_to_user_reaches_a_signed_in_user_on_another_node() {
         sim.drain(),
         vec![o(B, 2, &event("hello", "{}", "#server-to-user-42"))]
     );
-    // server-to-user channels are never listed
+    // server-to-user channels are never listed, but asked for by name they
+    // answer the same on every node
     assert_eq!(sim.channels(A, &[]), "{}");
+    let info = ["occupied", "subscription_count"];
+    for node in [A, B] {
+        assert_eq!(
+            sim.info(node, "#server-to-user-42", &info),
+            r#"{"occupied":true,"subscription_count":1}"#
+        );
+    }
 }
 
 // A node's reload that drops an app closes that app's connections there; the
