@@ -260,6 +260,14 @@ fn frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
 }
 
 /// An unmasked, final text frame.
+/// The payload of a complete unmasked frame this server built.
+pub fn frame_payload(frame: &[u8]) -> Option<&[u8]> {
+    let mut cursor = std::io::Cursor::new(frame);
+    let (_, len) = FrameHeader::parse(&mut cursor).ok()??;
+    let start = cursor.position() as usize;
+    frame.get(start..start.checked_add(usize::try_from(len).ok()?)?)
+}
+
 pub fn text_frame(payload: &[u8]) -> Vec<u8> {
     frame(OpCode::Data(Data::Text), payload)
 }

@@ -32,13 +32,16 @@ use serde_json::Value;
 
 use super::channel::{self, Member};
 use super::{AppId, ConnId, Frame, Hub, message};
-use crate::redis::envelope::{AppState as WireApp, Body, Envelope};
+use crate::redis::envelope::{AppState as WireApp, Body, CachedEvent, Envelope};
 use crate::websocket;
 
 /// Log at most this many ignored messages in a row before going quiet.
 const BAD_MESSAGE_LOG_BURST: u64 = 10;
 /// Dropped nodes whose last seq is remembered.
 const RETIRED_NODES: usize = 256;
+/// Bytes of cached events one `state` message carries at most; a node with
+/// more cache channels shares the rest only as new events arrive.
+const STATE_CACHE_BYTES: usize = 1024 * 1024;
 
 pub struct Cluster {
     pub node: String,
@@ -190,7 +193,7 @@ impl Hub {
             c.resync_until = now + c.timeout_ms;
             c.dirty.clear();
             c.next_heartbeat = now + c.heartbeat_ms;
-            let apps = self.local_state();
+            let apps = self.local_state(now);
             self.publish(Body::State { apps, reply: true });
         }
     }
@@ -209,12 +212,12 @@ impl Hub {
     }
 
     /// Tell the others everything again (after the app list changed).
-    pub(super) fn cluster_resend_state(&mut self) {
+    pub(super) fn cluster_resend_state(&mut self, now: u64) {
         if self.cluster.as_ref().is_some_and(|c| c.link_up) {
             if let Some(c) = self.cluster.as_mut() {
                 c.dirty.clear(); // its app ids may be stale; the state covers them
             }
-            let apps = self.local_state();
+            let apps = self.local_state(now);
             self.publish(Body::State { apps, reply: false });
         }
     }
@@ -275,14 +278,31 @@ impl Hub {
     }
 
     /// Everything this node holds, for a `state` message.
-    fn local_state(&self) -> BTreeMap<String, WireApp> {
+    fn local_state(&self, now: u64) -> BTreeMap<String, WireApp> {
         let mut out = BTreeMap::new();
+        let mut cache_bytes = 0;
         for a in &self.apps {
             let mut w = WireApp {
                 connections: a.connections,
                 ..WireApp::default()
             };
-            for (name, ch) in a.channels.iter().filter(|(_, c)| !c.is_empty()) {
+            for (name, ch) in &a.channels {
+                if let Some(c) = ch.cached(now)
+                    && let Some(message) = websocket::frame_payload(&c.message)
+                    && cache_bytes + message.len() <= STATE_CACHE_BYTES
+                {
+                    cache_bytes += message.len();
+                    let cached = CachedEvent {
+                        event: c.event.clone(),
+                        data: c.data.clone(),
+                        message: String::from_utf8_lossy(message).into_owned(),
+                        ttl_ms: c.expires_at - now,
+                    };
+                    w.cache.insert(name.to_string(), cached);
+                }
+                if ch.is_empty() {
+                    continue;
+                }
                 w.channels.insert(name.to_string(), ch.len() as u64);
                 if let Some(p) = &ch.presence {
                     let ms = p.users.iter().map(|(m, _)| m.data.clone()).collect();
@@ -575,15 +595,16 @@ impl Hub {
                 }
             }
             Body::State { apps, reply } => {
+                self.adopt_caches(now, &apps);
                 self.replace_state(node, apps);
                 if reply {
-                    let apps = self.local_state();
+                    let apps = self.local_state(now);
                     self.publish(Body::State { apps, reply: false });
                 }
             }
             Body::Want { to } => {
                 if self.cluster.as_ref().is_some_and(|c| c.node == to) {
-                    let apps = self.local_state();
+                    let apps = self.local_state(now);
                     self.publish(Body::State { apps, reply: false });
                 }
             }
@@ -660,6 +681,44 @@ impl Hub {
         if let Some(app) = local {
             for (m, added) in changes {
                 self.announce_member(app, channel, &m, added, None);
+            }
+        }
+    }
+
+    /// Take the cached events of another node's state that are newer than
+    /// ours (they expire later), so a node that joins late has them too.
+    fn adopt_caches(&mut self, now: u64, apps: &BTreeMap<String, WireApp>) {
+        for (app_id, w) in apps {
+            let Some(app) = self.app_by_id(app_id) else {
+                continue;
+            };
+            for (name, c) in &w.cache {
+                let kind = channel::Kind::of(name);
+                if !kind.cache || !channel::valid_name(name) {
+                    continue;
+                }
+                let expires_at = now + c.ttl_ms.min(channel::CACHE_TTL_MS);
+                let key = self.channel_key(app, name);
+                let ch = self.apps[app]
+                    .channels
+                    .entry(key)
+                    .or_insert_with(|| channel::Channel::new(name));
+                if ch
+                    .cached(now)
+                    .is_some_and(|mine| mine.expires_at >= expires_at)
+                {
+                    continue;
+                }
+                ch.cache = Some(Box::new(channel::Cached {
+                    event: c.event.clone(),
+                    data: c.data.clone(),
+                    message: websocket::text_frame(c.message.as_bytes()).into(),
+                    expires_at,
+                }));
+                self.next_cache_sweep = Some(
+                    self.next_cache_sweep
+                        .map_or(expires_at, |t| t.min(expires_at)),
+                );
             }
         }
     }

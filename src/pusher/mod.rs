@@ -226,7 +226,7 @@ impl Hub {
             self.terminate(now, conn, errors::SHUTDOWN);
         }
         self.apps.truncate(first_removed);
-        self.cluster_resend_state();
+        self.cluster_resend_state(now);
         (kept, added, removed_count)
     }
 

@@ -102,6 +102,21 @@ pub struct AppState {
     /// Members (their `channel_data` objects) per presence channel.
     #[serde(default)]
     pub members: BTreeMap<String, Vec<Value>>,
+    /// The last event of cache channels, for a node that joins later.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cache: BTreeMap<String, CachedEvent>,
+}
+
+/// A cache channel's last event as a node holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedEvent {
+    /// `event` and `data` as `info=cache` shows them.
+    pub event: String,
+    pub data: String,
+    /// The message exactly as subscribers get it.
+    pub message: String,
+    /// Milliseconds it stays fresh.
+    pub ttl_ms: u64,
 }
 
 impl Body {
@@ -216,6 +231,17 @@ mod tests {
                 members: [("presence-c".to_string(), vec![json!({"user_id": 1})])]
                     .into_iter()
                     .collect(),
+                cache: [(
+                    "cache-c".to_string(),
+                    CachedEvent {
+                        event: "e".into(),
+                        data: "d".into(),
+                        message: r#"{"event":"e","data":"d","channel":"cache-c"}"#.into(),
+                        ttl_ms: 1000,
+                    },
+                )]
+                .into_iter()
+                .collect(),
             },
         );
         round_trip(Body::State { apps, reply: true });

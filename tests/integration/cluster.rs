@@ -859,6 +859,21 @@ fn cluster_cache_channel_last_event_is_shared() {
             r#"{"event":"pusher:cache_miss","channel":"cache-empty"}"#,
         );
     }
+
+    // a node started now learns the cached event from the others' state
+    let c = start_node(&redis, &[]);
+    wait_until(
+        FORM_DEADLINE,
+        || format!("node C at {} to have the cached event", c.addr()),
+        || {
+            let info = timed_json(&c, "/apps/app-id/channels/cache-news", &[("info", "cache")]);
+            (info["cache"]["data"] == "third").then_some(())
+        },
+    );
+    let (mut late_c, _) = c.pusher();
+    late_c.send_json(&json!({ "event": "pusher:subscribe", "data": { "channel": "cache-news" } }));
+    assert_eq!(late_c.recv_text(), subscription_succeeded("cache-news"));
+    expect_once(&mut late_c, &event_text("headline", "third", "cache-news"));
 }
 
 #[test]

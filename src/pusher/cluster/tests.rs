@@ -1491,6 +1491,47 @@ fn cache_channel_event_is_cached_on_every_node() {
     );
 }
 
+#[test]
+fn a_node_that_was_away_gets_the_cached_events_in_the_state() {
+    let mut sim = Sim::new(3);
+    sim.link_down(C);
+    sim.trigger(A, &["cache-x"], "ev", "1", None);
+    sim.pump();
+    sim.now += 60_000;
+    // C heard nothing of it
+    assert_eq!(sim.info(C, "cache-x", &["cache"]), "{}");
+    sim.link_up(C);
+    sim.pump();
+    assert_eq!(sim.drain(), vec![]);
+    // the state A sent back carries the event, with what is left of its ttl
+    assert_eq!(
+        sim.info(C, "cache-x", &["cache"]),
+        r#"{"cache":{"event":"ev","data":"1","ttl":1740}}"#
+    );
+    sim.connect(C, 3);
+    let out = sim.join(C, 3, "cache-x", None);
+    assert_eq!(
+        out,
+        vec![
+            o(C, 3, &succeeded("cache-x")),
+            o(C, 3, r#"{"event":"ev","data":"1","channel":"cache-x"}"#),
+        ]
+    );
+    // an older copy does not replace a newer one
+    sim.trigger(A, &["cache-x"], "ev", "2", None);
+    sim.pump();
+    sim.drain();
+    sim.link_down(B);
+    sim.link_up(B);
+    sim.pump();
+    for node in [A, B, C] {
+        assert_eq!(
+            sim.info(node, "cache-x", &["cache"]),
+            r#"{"cache":{"event":"ev","data":"2","ttl":1800}}"#
+        );
+    }
+}
+
 // ---- 13. presence limit ----------------------------------------------------------
 
 #[test]
