@@ -37,6 +37,9 @@ use crate::websocket;
 
 /// Log at most this many ignored messages in a row before going quiet.
 const BAD_MESSAGE_LOG_BURST: u64 = 10;
+/// Most nodes one cluster may have (a bound on what the channel can make
+/// a node remember).
+const MAX_NODES: usize = 1024;
 /// Dropped nodes whose last seq is remembered.
 const RETIRED_NODES: usize = 256;
 /// Bytes of cached events one `state` message carries at most; a node with
@@ -480,6 +483,16 @@ impl Hub {
             _ => {}
         }
         let known = c.nodes.contains_key(&env.node);
+        if !known && c.nodes.len() + 1 >= MAX_NODES {
+            c.bad_messages += 1;
+            if c.bad_messages <= BAD_MESSAGE_LOG_BURST || c.bad_messages.is_power_of_two() {
+                crate::log_warn!(
+                    "ignored a message from node {}: already {MAX_NODES} nodes in the cluster",
+                    env.node
+                );
+            }
+            return;
+        }
         let retired_seq = if known {
             0
         } else {
@@ -586,6 +599,9 @@ impl Hub {
                 if let Some(a) = self.remote_app_mut(node, &app) {
                     a.connections = connections;
                     for (name, n) in channels {
+                        if !channel::valid_api_name(&name) {
+                            continue;
+                        }
                         if n == 0 {
                             a.subs.remove(&name);
                         } else {
@@ -627,7 +643,10 @@ impl Hub {
         found
     }
 
+    /// What `node` holds of an app this node also has (others are ignored,
+    /// so nothing on the channel can grow the view without bound).
     fn remote_app_mut(&mut self, node: &str, app_id: &str) -> Option<&mut RemoteApp> {
+        self.app_by_id(app_id)?;
         let n = self.cluster.as_mut()?.nodes.get_mut(node)?;
         Some(n.apps.entry(app_id.to_string()).or_default())
     }
@@ -733,7 +752,11 @@ impl Hub {
             }
         }
         for (app, a) in &apps {
-            channels.extend(a.members.keys().map(|ch| (app.clone(), ch.clone())));
+            let presence = a
+                .members
+                .keys()
+                .filter(|ch| channel::Kind::of(ch).is_presence());
+            channels.extend(presence.map(|ch| (app.clone(), ch.clone())));
         }
         channels.sort();
         channels.dedup();
@@ -752,7 +775,11 @@ impl Hub {
         for (app_id, w) in apps {
             if let Some(a) = self.remote_app_mut(node, &app_id) {
                 a.connections = w.connections;
-                a.subs = w.channels.into_iter().filter(|(_, n)| *n > 0).collect();
+                a.subs = w
+                    .channels
+                    .into_iter()
+                    .filter(|(name, n)| *n > 0 && channel::valid_api_name(name))
+                    .collect();
             }
         }
     }

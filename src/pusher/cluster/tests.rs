@@ -1270,6 +1270,63 @@ fn a_message_delivered_twice_is_delivered_once() {
 // ---- 9. bad data ---------------------------------------------------------------
 
 #[test]
+fn what_the_channel_can_make_a_node_remember_is_bounded() {
+    let mut sim = Sim::new(1);
+    let now = sim.now;
+    // a flood of made-up nodes stops at MAX_NODES
+    for i in 0..MAX_NODES + 10 {
+        let hb = Envelope::new(&format!("fake{i}"), 1, Body::Heartbeat).encode();
+        sim.hub(A).remote(now, &hb);
+    }
+    assert_eq!(sim.hub(A).cluster_nodes(), MAX_NODES);
+    assert_eq!(sim.hub(A).cluster().unwrap().bad_messages, 11);
+    while sim.hub(A).poll_publish().is_some() {}
+
+    // counts for an app this node does not have, or channel names no client
+    // could use, are not kept
+    let mut sim = Sim::new(1);
+    let counts = |app: &str, name: &str| {
+        Envelope::new(
+            "other",
+            1,
+            Body::Counts {
+                app: app.into(),
+                connections: 7,
+                channels: [(name.to_string(), 3u64)].into_iter().collect(),
+            },
+        )
+        .encode()
+    };
+    sim.hub(A).remote(now, &counts("no-such-app", "news"));
+    assert_eq!(sim.connections(A), 0);
+    assert_eq!(sim.channels(A, &[]), "{}");
+    sim.hub(A).remote(now, &counts(APP_ID, "bad name!"));
+    assert_eq!(sim.connections(A), 7);
+    assert_eq!(sim.channels(A, &[]), "{}");
+    // members for a channel that is not a presence channel are not kept
+    let mut apps = BTreeMap::new();
+    apps.insert(
+        APP_ID.to_string(),
+        WireApp {
+            connections: 1,
+            channels: [("news".to_string(), 1u64)].into_iter().collect(),
+            members: [("news".to_string(), vec![json!({"user_id": 1})])]
+                .into_iter()
+                .collect(),
+            cache: BTreeMap::new(),
+        },
+    );
+    let state = Envelope::new("other", 2, Body::State { apps, reply: false }).encode();
+    sim.hub(A).remote(now, &state);
+    assert_eq!(sim.users(A, "news"), Err(400));
+    assert_eq!(
+        sim.info(A, "news", &["subscription_count"]),
+        r#"{"subscription_count":1}"#
+    );
+    assert_eq!(sim.drain(), vec![]);
+}
+
+#[test]
 fn bad_messages_are_counted_and_ignored() {
     let mut sim = Sim::new(2);
     sim.connect(A, 1);
