@@ -201,3 +201,53 @@ fn cluster_outage_queue_keeps_the_oldest_publishes_and_counts_the_rest() {
         },
     );
 }
+
+#[test]
+fn cluster_survives_a_frozen_redis() {
+    let Some(redis) = redis_or_skip() else {
+        return;
+    };
+    let nodes = vec![start_node(&redis, &[]), start_node(&redis, &[])];
+    form_cluster(&nodes);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut on_a = subscriber(a, "news");
+    let mut on_b = subscriber(b, "news");
+    wait_connections_everywhere(&nodes, 2, SYNC_DEADLINE);
+
+    // Redis stops answering but keeps its sockets open
+    redis.freeze(true);
+    let started = std::time::Instant::now();
+    for i in 1..=3 {
+        let data = format!("#{i}");
+        a.trigger("news", "e", &data);
+        // the API and the local clients do not wait for Redis
+        expect_text_within(
+            &mut on_a,
+            &event_text("e", &data, "news"),
+            Duration::from_secs(1),
+            "local delivery while Redis is frozen",
+        );
+    }
+    let r = a.signed_get("/apps/app-id/connections", &[]);
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the node waited on a frozen Redis: {:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    redis.freeze(false);
+    // what was written or held goes through once Redis answers again, once each
+    for i in 1..=3 {
+        expect_text_within(
+            &mut on_b,
+            &event_text("e", &format!("#{i}"), "news"),
+            RECONNECT_DEADLINE,
+            "event published while Redis was frozen",
+        );
+    }
+    on_b.expect_silence(SILENCE);
+    on_a.expect_silence(SILENCE);
+    a.trigger("news", "e", "after");
+    expect_once(&mut on_b, &event_text("e", "after", "news"));
+}

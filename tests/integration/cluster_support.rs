@@ -212,6 +212,17 @@ impl Redis {
         assert!(!self.ping(), "redis-server still answers after stop()");
     }
 
+    /// Freeze (SIGSTOP) or thaw (SIGCONT) the server: it keeps its sockets
+    /// but answers nothing, like a Redis stuck on a slow disk or a long command.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().expect("redis-server is running").id() as i32;
+        let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) with our own child's pid and a valid signal number
+        // has no memory-safety requirements.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+    }
+
     /// Start again on the same port after [`Redis::stop`].
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "redis-server is already running");
