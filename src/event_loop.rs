@@ -178,7 +178,7 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
             } else {
                 None
             };
-            let node = format!("{:016x}", crate::redis::mix(seed));
+            let node = format!("{:016x}", crate::pusher::splitmix64(&mut seed.clone()));
             log_info!(
                 "scaling: node {node}, Redis {}, channel {:?}",
                 sc.redis,
@@ -492,21 +492,7 @@ impl Server {
         };
         let back = link.ready(now, readable, writable, registry);
         requeue(sc, back, &mut self.metrics.redis_dropped);
-        self.redis_events(now);
-    }
-
-    /// Messages from the subscriber go to the hub.
-    fn redis_events(&mut self, now: u64) {
-        let Some(sc) = self.scaling.as_mut() else {
-            return;
-        };
-        while let Some(e) = sc.sub.poll_event(now) {
-            if let crate::redis::client::Event::Message(payload) = e {
-                self.metrics.redis_received += 1;
-                self.hub.remote(now, &payload);
-            }
-        }
-        while sc.publ.poll_event(now).is_some() {}
+        redis_events(sc, &mut self.hub, &mut self.metrics, now);
     }
 
     /// Once per loop turn: connect and time out, follow the link state,
@@ -527,19 +513,13 @@ impl Server {
         requeue(sc, back, &mut self.metrics.redis_dropped);
         let back = sc.publ.tick(now, registry);
         requeue(sc, back, &mut self.metrics.redis_dropped);
-        self.redis_events(now);
-        let Some(sc) = self.scaling.as_mut() else {
-            return;
-        };
+        redis_events(sc, &mut self.hub, &mut self.metrics, now);
         let up = sc.sub.client.is_ready() && sc.publ.client.is_ready();
         if up != sc.up {
             sc.up = up;
             self.hub.cluster_link(now, up);
         }
         self.hub.flush_cluster();
-        let Some(sc) = self.scaling.as_mut() else {
-            return;
-        };
         let backlog_ok = self.hub.cluster_backlog_ready(now);
         while let Some((payload, durable)) = self.hub.poll_publish() {
             let ready = sc.publ.client.is_ready() && sc.publ.client.output().len() < PUB_OUT_LIMIT;
@@ -1001,6 +981,18 @@ impl Server {
             self.drain_hub();
         }
     }
+}
+
+/// Messages from the subscriber go to the hub; the publisher's events
+/// (readiness, acknowledgements) need nothing more.
+fn redis_events(sc: &mut Scaling, hub: &mut Hub, metrics: &mut Metrics, now: u64) {
+    while let Some(e) = sc.sub.poll_event(now) {
+        if let crate::redis::client::Event::Message(payload) = e {
+            metrics.redis_received += 1;
+            hub.remote(now, &payload);
+        }
+    }
+    while sc.publ.poll_event(now).is_some() {}
 }
 
 /// Publishes a failed publisher had not had acknowledged go first in the

@@ -262,10 +262,17 @@ fn frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
 /// An unmasked, final text frame.
 /// The payload of a complete unmasked frame this server built.
 pub fn frame_payload(frame: &[u8]) -> Option<&[u8]> {
-    let mut cursor = std::io::Cursor::new(frame);
-    let (_, len) = FrameHeader::parse(&mut cursor).ok()??;
+    split_frame(frame).map(|(_, payload, _)| payload)
+}
+
+/// One complete unmasked frame at the start of `buf`: (opcode, payload,
+/// bytes used); `None` when incomplete or not a frame.
+pub fn split_frame(buf: &[u8]) -> Option<(OpCode, &[u8], usize)> {
+    let mut cursor = std::io::Cursor::new(buf);
+    let (header, len) = FrameHeader::parse(&mut cursor).ok()??;
     let start = cursor.position() as usize;
-    frame.get(start..start.checked_add(usize::try_from(len).ok()?)?)
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    Some((header.opcode, buf.get(start..end)?, end))
 }
 
 pub fn text_frame(payload: &[u8]) -> Vec<u8> {
@@ -330,14 +337,7 @@ pub mod client {
 
     /// Parse one unmasked server frame: (opcode, payload, used).
     pub fn parse_server_frame(buf: &[u8]) -> Option<(OpCode, Vec<u8>, usize)> {
-        let mut cursor = Cursor::new(buf);
-        let (header, len) = FrameHeader::parse(&mut cursor).ok()??;
-        let start = cursor.position() as usize;
-        let end = start.checked_add(usize::try_from(len).ok()?)?;
-        if buf.len() < end {
-            return None;
-        }
-        Some((header.opcode, buf[start..end].to_vec(), end))
+        super::split_frame(buf).map(|(op, payload, used)| (op, payload.to_vec(), used))
     }
 }
 

@@ -72,6 +72,8 @@ pub enum Event {
     Ready,
     /// A message on the subscribed channel.
     Message(Vec<u8>),
+    /// Redis acknowledged a PUBLISH: this many subscribers received it.
+    Published(i64),
 }
 
 /// Why the connection must be dropped; the text says what to fix.
@@ -283,7 +285,10 @@ impl Client {
             (Awaiting::Subscribe, Value::Array(Some(items))) => {
                 matches!(items.first(), Some(Value::Bulk(Some(k))) if k.as_slice() == b"subscribe")
             }
-            (Awaiting::Publish(..), Value::Integer(_)) => true,
+            (Awaiting::Publish(..), Value::Integer(n)) => {
+                self.events.push_back(Event::Published(*n));
+                true
+            }
             _ => false,
         };
         if !ok {
@@ -487,6 +492,7 @@ mod tests {
         assert_eq!(c.unacknowledged(), 3);
         c.received(3, b":2\r\n").unwrap();
         assert_eq!(c.unacknowledged(), 2);
+        assert_eq!(events(&mut c), vec![Event::Published(2)]);
         // only the durable one comes back: the state would be stale by then
         let back = c.disconnected(4);
         assert_eq!(back, vec![Rc::from(&b"two"[..])]);

@@ -152,17 +152,9 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
-/// splitmix64's finaliser: spreads a seed's bits (for node ids).
-pub fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Publish one message and return how many subscribers received it: a
-/// blocking, one-shot client for `revurb restart` (the server uses the
-/// sans-IO client in its event loop instead).
+/// blocking, one-shot use of the same [`client::Client`] the server drives
+/// in its event loop, for `revurb restart`.
 pub fn publish_once(
     target: &Target,
     channel: &str,
@@ -189,40 +181,32 @@ pub fn publish_once(
     } else {
         Box::new(tcp)
     };
-    let mut out = Vec::new();
-    let mut expected = 0;
-    if let Some(password) = &target.password {
-        let mut args: Vec<&[u8]> = vec![b"AUTH"];
-        if let Some(user) = &target.username {
-            args.push(user.as_bytes());
-        }
-        args.push(password.as_bytes());
-        out.extend_from_slice(&resp::encode_command(&args));
-        expected += 1;
-    }
-    out.extend_from_slice(&resp::encode_command(&[
-        b"PUBLISH",
-        channel.as_bytes(),
-        payload,
-    ]));
-    expected += 1;
-    stream
-        .write_all(&out)
-        .and_then(|_| stream.flush())
-        .map_err(|e| format!("cannot write to Redis at {target}: {e}"))?;
-    let mut buf = Vec::new();
+    let mut c = client::Client::new(client::Role::Publisher, target, channel);
+    c.connecting(0);
+    c.connected(0);
+    let mut payload = Some(payload);
     let mut chunk = [0u8; 4096];
-    let limits = resp::Limits::default();
-    let mut replies = Vec::new();
-    while replies.len() < expected {
-        match resp::parse(&buf, &limits) {
-            Ok(Some((v, n))) => {
-                buf.drain(..n);
-                replies.push(v);
-                continue;
+    loop {
+        if !c.output().is_empty() {
+            stream
+                .write_all(c.output())
+                .and_then(|_| stream.flush())
+                .map_err(|e| format!("cannot write to Redis at {target}: {e}"))?;
+            c.wrote(c.output().len());
+        }
+        while let Some(event) = c.poll_event() {
+            match event {
+                client::Event::Ready => {
+                    if let Some(p) = payload.take() {
+                        c.publish(0, p.into(), true);
+                    }
+                }
+                client::Event::Published(receivers) => return Ok(receivers),
+                client::Event::Message(_) => {}
             }
-            Ok(None) => {}
-            Err(e) => return Err(format!("Redis sent bad data: {e}")),
+        }
+        if !c.output().is_empty() {
+            continue;
         }
         let n = stream
             .read(&mut chunk)
@@ -230,18 +214,7 @@ pub fn publish_once(
         if n == 0 {
             return Err(format!("Redis at {target} closed the connection"));
         }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    for r in &replies {
-        if let resp::Value::Error(e) = r {
-            return Err(format!(
-                "Redis refused: {e} (check REDIS_USERNAME and REDIS_PASSWORD)"
-            ));
-        }
-    }
-    match replies.last() {
-        Some(resp::Value::Integer(n)) => Ok(*n),
-        other => Err(format!("unexpected reply to PUBLISH: {other:?}")),
+        c.received(0, &chunk[..n]).map_err(|e| e.0)?;
     }
 }
 
