@@ -231,15 +231,7 @@ fn ref_events_14_body_not_json_is_400_with_json_error() {
 fn ref_events_15_unknown_app_is_404() {
     let s = Server::start(&[], &[]);
     let body = test_event_body(json!({}));
-    let q = sign_api_request(
-        "POST",
-        "/apps/654321/events",
-        &[],
-        body.as_bytes(),
-        APP_KEY,
-        APP_SECRET,
-        unix_now(),
-    );
+    let q = crate::support::signed_post_query("/apps/654321/events", &body);
     let r = s.request(
         "POST",
         &format!("/apps/654321/events?{q}"),

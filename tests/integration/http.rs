@@ -93,15 +93,7 @@ fn pipelined_requests_are_answered_in_order() {
     let mut c = s.http();
     // three requests in one write: a health check, a 404 and a signed trigger
     let body = r#"{"name":"piped","channel":"test-channel","data":"x"}"#;
-    let q = revurb::auth::sign_api_request(
-        "POST",
-        "/apps/app-id/events",
-        &[],
-        body.as_bytes(),
-        crate::support::APP_KEY,
-        crate::support::APP_SECRET,
-        crate::support::unix_now(),
-    );
+    let q = crate::support::signed_post_query("/apps/app-id/events", body);
     let raw = format!(
         "GET /up HTTP/1.1\r\nHost: x\r\n\r\n\
          GET /nope HTTP/1.1\r\nHost: x\r\n\r\n\
@@ -217,15 +209,7 @@ fn ref_server_40_buffers_a_150_kb_request() {
     let (mut ws, _) = s.pusher();
     ws.subscribe("test-channel");
     let body = event_with_data(150_000);
-    let q = revurb::auth::sign_api_request(
-        "POST",
-        "/apps/app-id/events",
-        &[],
-        body.as_bytes(),
-        crate::support::APP_KEY,
-        crate::support::APP_SECRET,
-        crate::support::unix_now(),
-    );
+    let q = crate::support::signed_post_query("/apps/app-id/events", &body);
     let mut c = s.http();
     let head = format!(
         "POST /apps/app-id/events?{q} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
@@ -259,15 +243,7 @@ fn ref_events_18_ref_server_41_path_prefix_api_signed_without_prefix() {
         r#"{"event":"e","data":"prefixed","channel":"test-channel"}"#
     );
     // signed over the prefixed path instead: the signature does not match
-    let q = revurb::auth::sign_api_request(
-        "POST",
-        "/ws/apps/app-id/events",
-        &[],
-        body.as_bytes(),
-        crate::support::APP_KEY,
-        crate::support::APP_SECRET,
-        crate::support::unix_now(),
-    );
+    let q = crate::support::signed_post_query("/ws/apps/app-id/events", body);
     let r = s.request(
         "POST",
         &format!("/ws/apps/app-id/events?{q}"),

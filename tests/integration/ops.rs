@@ -133,15 +133,7 @@ impl TlsClient {
     }
 
     fn signed_post(&mut self, path: &str, body: &str) -> Resp {
-        let q = sign_api_request(
-            "POST",
-            path,
-            &[],
-            body.as_bytes(),
-            APP_KEY,
-            APP_SECRET,
-            unix_now(),
-        );
+        let q = crate::support::signed_post_query(path, body);
         self.request("POST", &format!("{path}?{q}"), body.as_bytes())
     }
 

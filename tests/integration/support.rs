@@ -386,6 +386,20 @@ pub fn free_port() -> u16 {
 
 // ---- HTTP ---------------------------------------------------------------------
 
+/// The auth query string of a POST of `body` to `path`, signed now with the
+/// test app's key and secret.
+pub fn signed_post_query(path: &str, body: &str) -> String {
+    sign_api_request(
+        "POST",
+        path,
+        &[],
+        body.as_bytes(),
+        APP_KEY,
+        APP_SECRET,
+        unix_now(),
+    )
+}
+
 #[derive(Debug, Clone)]
 pub struct Resp {
     pub status: u16,
@@ -575,15 +589,7 @@ impl HttpConn {
 
     /// Sign over `path` (no prefix) and send to `prefix + path`.
     pub fn signed_post_prefixed(&mut self, prefix: &str, path: &str, body: &str) -> Resp {
-        let q = sign_api_request(
-            "POST",
-            path,
-            &[],
-            body.as_bytes(),
-            APP_KEY,
-            APP_SECRET,
-            unix_now(),
-        );
+        let q = signed_post_query(path, body);
         self.request(
             "POST",
             &format!("{prefix}{path}?{q}"),
