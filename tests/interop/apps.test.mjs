@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, afterEach } from 'node:test';
-import { ClientPool, record, sdk, subscribe } from './lib/clients.mjs';
+import { ClientPool, freshName as fresh, record, sdk, subscribe } from './lib/clients.mjs';
 import { pollJsonUntil, sdkGetJson } from './lib/poll.mjs';
 import { RawWebSocket, pusherData } from './lib/rawws.mjs';
 import { useServer } from './lib/server.mjs';
@@ -31,9 +31,6 @@ afterEach(() => pool.disconnectAll());
 /** The server SDK for one app (or a deliberately mixed-up identity). */
 const apiFor = (app, overrides = {}) =>
   sdk(server(), { appId: app.app_id, key: app.key, secret: app.secret, ...overrides });
-
-let counter = 0;
-const fresh = (prefix) => `${prefix}${process.pid}-${++counter}`;
 
 test('the same channel name on two apps: events stay inside their app', async () => {
   const name = 'news';

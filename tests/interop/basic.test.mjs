@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { afterEach } from 'node:test';
-import { ClientPool, errorCode, record, sdk, subscribe, waitForState } from './lib/clients.mjs';
+import { ClientPool, errorCode, freshName, record, sdk, subscribe } from './lib/clients.mjs';
 import { RawWebSocket } from './lib/rawws.mjs';
 import { useServer, waitFor, waitForEvent } from './lib/server.mjs';
 
@@ -11,9 +11,8 @@ const { server, test } = useServer();
 const pool = new ClientPool();
 afterEach(() => pool.disconnectAll());
 
-let channelCounter = 0;
-/** A channel name not used by any other test in this file. */
-const freshChannel = (prefix = 'public') => `${prefix}-${process.pid}-${++channelCounter}`;
+/** A channel name not used by any other test in this file (`public-<pid>-<n>`). */
+const freshChannel = (prefix = 'public') => freshName(`${prefix}-`);
 
 test('pusher-js connects and gets a socket id', async () => {
   const client = pool.pusher(server());

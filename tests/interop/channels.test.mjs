@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, afterEach, beforeEach } from 'node:test';
-import { ClientPool, record, sdk, subscribe, waitForState } from './lib/clients.mjs';
+import { ClientPool, freshName as fresh, record, recordWithMeta, sdk, subscribe, waitForState } from './lib/clients.mjs';
 import { collectErrors, errorMessage, startAuthServer } from './lib/authserver.mjs';
 import { pollJsonUntil, sdkGetJson } from './lib/poll.mjs';
 import { RawWebSocket, pusherData } from './lib/rawws.mjs';
@@ -52,10 +52,6 @@ after(async () => {
   await badAuth?.close();
 });
 
-let channelCounter = 0;
-/** A channel name not used by any other test in this file. */
-const fresh = (prefix) => `${prefix}${process.pid}-${++channelCounter}`;
-
 /** A connected pusher-js client authorizing as `user` with `signer`. */
 function clientAs(user, signer = auth) {
   return pool.connected(server(), {
@@ -66,21 +62,6 @@ function clientAs(user, signer = auth) {
 
 /** The API SDK (knows the master key, so it encrypts for private-encrypted-). */
 const api = () => sdk(server(), { encryptionMasterKeyBase64: masterKey });
-
-/** Records `(data, metadata)` pairs of `event` on a pusher-js channel. */
-function recordWithMeta(channel, event) {
-  const seen = [];
-  channel.bind(event, (data, metadata) => seen.push({ data, metadata }));
-  Object.defineProperty(seen, 'waitForCount', {
-    enumerable: false,
-    value: (n, { timeoutMs = 5000 } = {}) =>
-      waitFor(() => seen.length >= n, {
-        timeoutMs,
-        what: () => `${n} "${event}" event(s) on ${channel.name} (got ${JSON.stringify(seen)})`,
-      }),
-  });
-  return seen;
-}
 
 /** A raw client subscribed to `channel` with a valid signature from the good signer. */
 async function rawSubscriber(channel, presenceData) {

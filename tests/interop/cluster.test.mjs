@@ -14,14 +14,23 @@
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test as nodeTest } from 'node:test';
-import Echo from 'laravel-echo';
-import Pusher from 'pusher-js';
-import { ClientPool, errorCode, record, sdk, subscribe, waitForState } from './lib/clients.mjs';
+import {
+  ClientPool,
+  errorCode,
+  freshName as fresh,
+  record,
+  recordUser,
+  recordWithMeta,
+  sdk,
+  signin,
+  subscribe,
+} from './lib/clients.mjs';
 import { collectErrors, errorMessage, startAuthServer } from './lib/authserver.mjs';
+import { connectEcho, echoSubscribed } from './lib/echo.mjs';
 import { pollJsonUntil, sdkGetJson } from './lib/poll.mjs';
 import { unrefCloseTimers } from './lib/pusherjs.mjs';
 import { redisAvailability, startRedis } from './lib/redis.mjs';
-import { APP_KEY, startServer, waitFor, waitForEvent, withTimeout } from './lib/server.mjs';
+import { startServer, waitFor, waitForEvent } from './lib/server.mjs';
 
 const NODE_NAMES = ['A', 'B', 'C'];
 /** How long fresh nodes may take to find each other over Redis. */
@@ -139,9 +148,6 @@ function test(name, fn) {
   });
 }
 
-let counter = 0;
-const fresh = (prefix) => `${prefix}${process.pid}-${++counter}`;
-
 /** A connected pusher-js client on node `name`, authenticating as `user`. */
 async function clientAs(name, user) {
   const client = await pool.connected(node(name), {
@@ -149,48 +155,6 @@ async function clientAs(name, user) {
     userAuthentication: auth.userAuth(user),
   });
   return unrefCloseTimers(client);
-}
-
-/** Calls `signin()` and resolves once pusher:signin_success arrived. */
-async function signin(client) {
-  const success = waitForEvent(client.connection, 'message', {
-    predicate: (m) => m.event === 'pusher:signin_success',
-    what: 'pusher:signin_success',
-  });
-  client.signin();
-  const msg = await success;
-  await waitFor(() => client.user.user_data, { what: 'pusher-js user_data after signin' });
-  return msg;
-}
-
-/** Records events bound on `client.user` (server-to-user events). */
-function recordUser(client, event) {
-  const seen = [];
-  client.user.bind(event, (data) => seen.push(data));
-  Object.defineProperty(seen, 'waitForCount', {
-    enumerable: false,
-    value: (n, { timeoutMs = 5000 } = {}) =>
-      waitFor(() => seen.length >= n, {
-        timeoutMs,
-        what: () => `${n} user event(s) "${event}" (got ${JSON.stringify(seen)})`,
-      }),
-  });
-  return seen;
-}
-
-/** Records `(data, metadata)` pairs of `event` on a pusher-js channel. */
-function recordWithMeta(channel, event) {
-  const seen = [];
-  channel.bind(event, (data, metadata) => seen.push({ data, metadata }));
-  Object.defineProperty(seen, 'waitForCount', {
-    enumerable: false,
-    value: (n, { timeoutMs = 5000 } = {}) =>
-      waitFor(() => seen.length >= n, {
-        timeoutMs,
-        what: () => `${n} "${event}" event(s) on ${channel.name} (got ${JSON.stringify(seen)})`,
-      }),
-  });
-  return seen;
 }
 
 /** Member ids and infos of a pusher-js presence channel, via Members.each. */
@@ -366,38 +330,7 @@ test('client events on a private channel cross nodes: the others get client-typi
 // ------------------------------------------------------------ laravel-echo
 
 /** An Echo instance on node `name` (logged in as `user`, if given) whose pusher-js client is connected. */
-async function echoOn(name, user) {
-  const echo = new Echo({
-    broadcaster: 'reverb',
-    key: APP_KEY,
-    wsHost: node(name).host,
-    wsPort: node(name).port,
-    wssPort: node(name).port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    Pusher,
-    authEndpoint: auth.channelEndpoint,
-    auth: { headers: user ? { 'X-User': user } : {} },
-    withoutInterceptors: true,
-  });
-  const client = echo.connector.pusher;
-  pool.clients.push(client); // disconnected after each test
-  await waitForState(client, 'connected');
-  unrefCloseTimers(client);
-  return echo;
-}
-
-/** Resolves once an Echo channel's subscription succeeded (rejects on error). */
-function subscribed(channel, name) {
-  return withTimeout(
-    new Promise((resolve, reject) => {
-      channel.subscribed(resolve);
-      channel.error((e) => reject(new Error(`subscription to ${name} failed: ${JSON.stringify(e)}`)));
-    }),
-    5000,
-    `Echo subscription to ${name}`,
-  );
-}
+const echoOn = (name, user) => connectEcho({ pool, server: node(name), auth, user });
 
 test('laravel-echo on node B: Echo.private(...).listen and Echo.channel(...).listen get events triggered on node A', async () => {
   const room = fresh('orders-');
@@ -408,7 +341,7 @@ test('laravel-echo on node B: Echo.private(...).listen and Echo.channel(...).lis
   const privateChannel = echo.private(room).listen('.OrderShipped', (e) => privateGot.push(e));
   const publicChannel = echo.channel(feed).listen('OrderShipped', (e) => publicGot.push(e));
   // Both callbacks are registered before either subscription can succeed.
-  await Promise.all([subscribed(privateChannel, `private-${room}`), subscribed(publicChannel, feed)]);
+  await Promise.all([echoSubscribed(privateChannel, `private-${room}`), echoSubscribed(publicChannel, feed)]);
 
   const apiA = sdk(node('A'));
   const res = await apiA.trigger(`private-${room}`, 'OrderShipped', { order: { id: 5 } });

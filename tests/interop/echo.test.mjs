@@ -6,12 +6,10 @@
 
 import assert from 'node:assert/strict';
 import { after, afterEach, beforeEach } from 'node:test';
-import Echo from 'laravel-echo';
-import Pusher from 'pusher-js';
-import { ClientPool, sdk, waitForState } from './lib/clients.mjs';
+import { ClientPool, freshName as fresh, sdk } from './lib/clients.mjs';
 import { startAuthServer } from './lib/authserver.mjs';
-import { unrefCloseTimers } from './lib/pusherjs.mjs';
-import { APP_KEY, useServer, waitFor, withTimeout } from './lib/server.mjs';
+import { connectEcho, echoSubscribed } from './lib/echo.mjs';
+import { useServer, waitFor } from './lib/server.mjs';
 
 // REVERB_METRICS_PORT=0: see channels.test.mjs.
 const { server, test } = useServer({ env: { REVERB_METRICS_PORT: '0' } });
@@ -37,42 +35,8 @@ after(async () => {
   await auth?.close();
 });
 
-let counter = 0;
-const fresh = (prefix) => `${prefix}${process.pid}-${++counter}`;
-
 /** An Echo instance (logged in as `user`, if given) whose pusher-js client is connected. */
-async function echoAs(user) {
-  const echo = new Echo({
-    broadcaster: 'reverb',
-    key: APP_KEY,
-    wsHost: server().host,
-    wsPort: server().port,
-    wssPort: server().port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    Pusher,
-    authEndpoint: auth.channelEndpoint,
-    auth: { headers: user ? { 'X-User': user } : {} },
-    withoutInterceptors: true,
-  });
-  const client = echo.connector.pusher;
-  pool.clients.push(client); // disconnected after each test
-  await waitForState(client, 'connected');
-  unrefCloseTimers(client);
-  return echo;
-}
-
-/** Resolves once an Echo channel's subscription succeeded (rejects on error). */
-function subscribed(channel, name) {
-  return withTimeout(
-    new Promise((resolve, reject) => {
-      channel.subscribed(resolve);
-      channel.error((e) => reject(new Error(`subscription to ${name} failed: ${JSON.stringify(e)}`)));
-    }),
-    5000,
-    `Echo subscription to ${name}`,
-  );
-}
+const echoAs = (user) => connectEcho({ pool, server: server(), auth, user });
 
 /** An array with a waitForCount helper, filled by a callback. */
 function collector(what) {
@@ -88,7 +52,7 @@ test('Echo.channel(...).listen(".OrderShipped") receives an SDK-triggered event'
   const echo = await echoAs();
   const got = collector('OrderShipped events');
   const channel = echo.channel(name).listen('.OrderShipped', got.push);
-  await subscribed(channel, name);
+  await echoSubscribed(channel, name);
 
   const res = await sdk(server()).trigger(name, 'OrderShipped', { order: { id: 5 } });
   assert.equal(res.status, 200);
@@ -101,7 +65,7 @@ test('Echo namespaced listen("OrderShipped") receives Laravel\'s App\\Events\\Or
   const echo = await echoAs();
   const got = collector('App\\Events\\OrderShipped events');
   const channel = echo.channel(name).listen('OrderShipped', got.push);
-  await subscribed(channel, name);
+  await echoSubscribed(channel, name);
 
   await sdk(server()).trigger(name, 'App\\Events\\OrderShipped', { order: { id: 6 }, socket: null });
   await got.waitForCount(1);
@@ -116,8 +80,8 @@ test('Echo.private(...).whisper reaches another client\'s listenForWhisper, not 
   const bobGot = collector('whispers to bob');
   const aliceChannel = alice.private(room).listenForWhisper('typing', aliceGot.push);
   const bobChannel = bob.private(room).listenForWhisper('typing', bobGot.push);
-  await subscribed(aliceChannel, `private-${room}`);
-  await subscribed(bobChannel, `private-${room}`);
+  await echoSubscribed(aliceChannel, `private-${room}`);
+  await echoSubscribed(bobChannel, `private-${room}`);
 
   aliceChannel.whisper('typing', { name: 'Alice', typing: true });
   await bobGot.waitForCount(1);

@@ -6,11 +6,20 @@
 
 import assert from 'node:assert/strict';
 import { after, afterEach, beforeEach } from 'node:test';
-import { ClientPool, errorCode, sdk, subscribe, waitForState } from './lib/clients.mjs';
+import {
+  ClientPool,
+  errorCode,
+  freshName as fresh,
+  recordUser,
+  sdk,
+  signin,
+  subscribe,
+  waitForState,
+} from './lib/clients.mjs';
 import { collectErrors, errorMessage, startAuthServer } from './lib/authserver.mjs';
 import { unrefCloseTimers } from './lib/pusherjs.mjs';
 import { RawWebSocket, pusherData } from './lib/rawws.mjs';
-import { useServer, waitFor, waitForEvent } from './lib/server.mjs';
+import { useServer, waitForEvent } from './lib/server.mjs';
 
 // REVERB_METRICS_PORT=0: no metrics listener, so parallel servers do not
 // race for the default port 9601 (and the first stdout line stays the plain
@@ -43,9 +52,6 @@ after(async () => {
   await badAuth?.close();
 });
 
-let counter = 0;
-const fresh = (prefix) => `${prefix}${process.pid}-${++counter}`;
-
 /** A connected pusher-js client that will authenticate as `user`. */
 async function clientAs(user, signer = auth) {
   const client = await pool.connected(server(), {
@@ -53,33 +59,6 @@ async function clientAs(user, signer = auth) {
     userAuthentication: signer.userAuth(user),
   });
   return unrefCloseTimers(client);
-}
-
-/** Calls `signin()` and resolves once pusher:signin_success arrived. */
-async function signin(client) {
-  const success = waitForEvent(client.connection, 'message', {
-    predicate: (m) => m.event === 'pusher:signin_success',
-    what: 'pusher:signin_success',
-  });
-  client.signin();
-  const msg = await success;
-  await waitFor(() => client.user.user_data, { what: 'pusher-js user_data after signin' });
-  return msg;
-}
-
-/** Records events bound on `client.user` (server-to-user events). */
-function recordUser(client, event) {
-  const seen = [];
-  client.user.bind(event, (data) => seen.push(data));
-  Object.defineProperty(seen, 'waitForCount', {
-    enumerable: false,
-    value: (n, { timeoutMs = 5000 } = {}) =>
-      waitFor(() => seen.length >= n, {
-        timeoutMs,
-        what: () => `${n} user event(s) "${event}" (got ${JSON.stringify(seen)})`,
-      }),
-  });
-  return seen;
 }
 
 test('signin through the ajax user-auth endpoint, then sendToUser arrives on pusher.user', async () => {

@@ -1,5 +1,6 @@
 // Client helpers: pusher-js (browser-side client, Node build) and the
 // official `pusher` Node server SDK, both pointed at a running revurb.
+// laravel-echo helpers are in lib/echo.mjs.
 
 import http from 'node:http';
 import PusherClient from 'pusher-js';
@@ -83,22 +84,56 @@ export async function subscribe(client, channelName, { timeoutMs = 5000 } = {}) 
 }
 
 /**
+ * Gives `seen` (an array filled by an event callback) a non-enumerable
+ * `waitForCount(n)`, so assert.deepEqual(seen, [...]) compares only the
+ * events. `describe(n)` names what is awaited in the timeout message.
+ */
+function withWaitForCount(seen, describe) {
+  Object.defineProperty(seen, 'waitForCount', {
+    enumerable: false,
+    value: (n, { timeoutMs = 5000 } = {}) =>
+      waitFor(() => seen.length >= n, {
+        timeoutMs,
+        what: () => `${describe(n)} (got ${JSON.stringify(seen)})`,
+      }),
+  });
+  return seen;
+}
+
+/**
  * Records every `event` received on `channel` into an array; returns the
  * array with a `waitForCount(n)` helper attached.
  */
 export function record(channel, event) {
   const seen = [];
   channel.bind(event, (data) => seen.push(data));
-  // Non-enumerable, so assert.deepEqual(seen, [...]) compares only events.
-  Object.defineProperty(seen, 'waitForCount', {
-    enumerable: false,
-    value: (n, { timeoutMs = 5000 } = {}) =>
-      waitFor(() => seen.length >= n, {
-        timeoutMs,
-        what: () => `${n} "${event}" event(s) on ${channel.name} (got ${JSON.stringify(seen)})`,
-      }),
+  return withWaitForCount(seen, (n) => `${n} "${event}" event(s) on ${channel.name}`);
+}
+
+/** Records `(data, metadata)` pairs of `event` on a pusher-js channel (as `record`). */
+export function recordWithMeta(channel, event) {
+  const seen = [];
+  channel.bind(event, (data, metadata) => seen.push({ data, metadata }));
+  return withWaitForCount(seen, (n) => `${n} "${event}" event(s) on ${channel.name}`);
+}
+
+/** Records events bound on `client.user` (server-to-user events; as `record`). */
+export function recordUser(client, event) {
+  const seen = [];
+  client.user.bind(event, (data) => seen.push(data));
+  return withWaitForCount(seen, (n) => `${n} user event(s) "${event}"`);
+}
+
+/** Calls `client.signin()` and resolves once pusher:signin_success arrived. */
+export async function signin(client) {
+  const success = waitForEvent(client.connection, 'message', {
+    predicate: (m) => m.event === 'pusher:signin_success',
+    what: 'pusher:signin_success',
   });
-  return seen;
+  client.signin();
+  const msg = await success;
+  await waitFor(() => client.user.user_data, { what: 'pusher-js user_data after signin' });
+  return msg;
 }
 
 /**
@@ -123,4 +158,13 @@ export function sdk(server, overrides = {}) {
 /** Extracts a Pusher error code from any of pusher-js's error shapes. */
 export function errorCode(err) {
   return err?.data?.code ?? err?.error?.data?.code ?? err?.error?.code ?? err?.code;
+}
+
+let nameCounter = 0;
+/**
+ * A name (channel, room) not used by any other test of this test file:
+ * `prefix`, the process id, then a counter (`private-chat-1234-7`).
+ */
+export function freshName(prefix) {
+  return `${prefix}${process.pid}-${++nameCounter}`;
 }
