@@ -10,7 +10,7 @@ use crate::cluster_support::{
     redis_or_skip, redis_or_skip_with, start_node, wait_connections_everywhere, wait_stderr,
     wait_until,
 };
-use crate::support::{Server, TempDir, Ws, free_port};
+use crate::support::{APP_ENV, Server, TempDir, Ws, free_port, run_binary_in};
 
 const RECONNECT_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -251,4 +251,45 @@ fn cluster_survives_a_frozen_redis() {
     on_a.expect_silence(SILENCE);
     a.trigger("news", "e", "after");
     expect_once(&mut on_b, &event_text("e", "after", "news"));
+}
+
+#[test]
+fn cluster_restart_with_a_pid_file_restarts_only_that_node_and_says_when_nobody_listens() {
+    let Some(redis) = redis_or_skip() else {
+        return;
+    };
+    let dir = TempDir::new("restart-one");
+    let pid_file = dir.file("a.pid");
+    let scaling = crate::cluster_support::scaling_env(&redis);
+    let scaling: Vec<(&str, &str)> = scaling
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut nodes = vec![
+        Server::start_with(&APP_ENV, &scaling, &["--pid-file", &pid_file]),
+        start_node(&redis, &[]),
+    ];
+    form_cluster(&nodes);
+    let mut on_b = subscriber(&nodes[1], "news");
+    let mut env: Vec<(&str, &str)> = APP_ENV.to_vec();
+    env.extend_from_slice(&scaling);
+
+    // an explicit --pid-file restarts just that server, scaling or not
+    let (status, out, err) = run_binary_in(
+        Some(dir.path()),
+        &env,
+        &["restart", "--pid-file", &pid_file],
+    );
+    assert_eq!(status.code(), Some(0), "{out}{err}");
+    assert_eq!(nodes[0].wait_exit(Duration::from_secs(5)).code(), Some(0));
+    // B is untouched and still serves
+    on_b.send_text(r#"{"event":"pusher:ping"}"#);
+    assert_eq!(on_b.recv_text(), r#"{"event":"pusher:pong"}"#);
+    on_b.expect_silence(SILENCE);
+
+    // through Redis, on a channel no node listens to: exit 1, and it says so
+    env.push(("REVERB_SCALING_CHANNEL", "nobody-here"));
+    let (status, out, err) = run_binary_in(Some(dir.path()), &env, &["restart"]);
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("no node is subscribed"), "{err}");
 }

@@ -438,6 +438,11 @@ fn restart_without_a_usable_pid_file_refuses() {
     let (status, _, err) = run_binary_in(Some(dir.path()), &APP_ENV, &["restart"]);
     assert_ne!(status.code(), Some(0), "{err}");
     assert!(err.contains("--pid-file"), "{err}");
+
+    // a configuration it cannot read (no app) is a usage error that says so
+    let (status, _, err) = run_binary_in(Some(dir.path()), &[], &["restart"]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("no app is configured"), "{err}");
 }
 
 // ---- SIGHUP reload ---------------------------------------------------------------
