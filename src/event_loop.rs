@@ -28,11 +28,12 @@ use signal_hook_mio::v1_0::Signals;
 use crate::cli::Flags;
 use crate::config::Config;
 use crate::conn::{Chunk, Conn, Phase};
-use crate::http::{self, Parse, Request, Response};
+use crate::http::{self, Parse, Request};
 use crate::metrics::Metrics;
 use crate::pusher::{ConnId, Hub, Output, errors};
+use crate::router::{self, Action, Listener};
 use crate::websocket::{self, Event, Step};
-use crate::{api, log_debug, log_error, log_info, log_warn};
+use crate::{log_debug, log_error, log_info, log_warn};
 
 mod redis_link;
 
@@ -679,9 +680,7 @@ impl Server {
                 Phase::Http => match http::parse(&buf[used..], self.cfg.max_request_size) {
                     Parse::Incomplete => return used,
                     Parse::Error(e) => {
-                        log_debug!("bad HTTP request: {e}");
-                        let resp = Response::text(e.status(), e.message());
-                        self.respond(id, resp, true, now);
+                        self.carry_out(id, router::refuse(&e), now);
                         return buf.len();
                     }
                     Parse::Complete(req, n) => {
@@ -749,85 +748,45 @@ impl Server {
 
     // ---- HTTP ---------------------------------------------------------------
 
+    /// A complete request: the router decides, the loop carries it out.
     fn request(&mut self, id: ConnId, req: Request, now: u64) {
-        log_debug!("HTTP {} {}", req.method, req.path);
-        let keep_alive = req.keep_alive() && self.shutting_down.is_none();
-        if self
-            .conns
-            .get(id)
-            .and_then(Option::as_ref)
-            .is_some_and(|c| c.is_metrics)
-        {
-            let resp = match (req.method.as_str(), req.path.as_str()) {
-                ("GET", "/metrics") => {
-                    let mut r = Response::new(200)
-                        .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-                    r.body = self.metrics.render(&self.hub).into_bytes();
-                    r
-                }
-                (_, "/metrics") => {
-                    Response::text(405, "Method not allowed.").header("Allow", "GET")
-                }
-                _ => Response::text(404, "Not found. Metrics are at /metrics."),
-            };
-            return self.respond(id, resp, !keep_alive, now);
-        }
-        let prefix = self.cfg.path.as_str();
-        let path = match req.path.strip_prefix(prefix) {
-            Some(rest) if rest.starts_with('/') => rest.to_string(),
-            _ => return self.respond(id, Response::text(404, "Not found."), !keep_alive, now),
+        let Some(c) = self.conns.get(id).and_then(Option::as_ref) else {
+            return;
         };
-        if path == "/up" {
-            let resp = match req.method.as_str() {
-                "GET" => Response::json(200, r#"{"health":"OK"}"#),
-                "HEAD" => {
-                    // the headers of the GET, without the body (RFC 9110 9.3.2)
-                    let mut bytes = Response::json(200, r#"{"health":"OK"}"#).to_bytes(!keep_alive);
-                    bytes.truncate(bytes.len() - r#"{"health":"OK"}"#.len());
-                    self.queue(id, Chunk::Owned(bytes));
-                    if keep_alive {
-                        self.set_deadline(id, now + self.cfg.request_timeout * 1000);
-                    } else {
-                        self.begin_close(id, now);
-                    }
-                    return;
-                }
-                _ => Response::text(405, "Method not allowed.").header("Allow", "GET, HEAD"),
-            };
-            return self.respond(id, resp, !keep_alive, now);
-        }
-        if let Some(key) = path.strip_prefix("/app/") {
-            if key.is_empty() || key.contains('/') {
-                return self.respond(id, Response::text(404, "Not found."), !keep_alive, now);
-            }
-            return match websocket::handshake(&req) {
-                Err(resp) => self.respond(id, resp, !keep_alive, now),
-                Ok(bytes) => self.upgrade(id, &req, key, bytes, now),
-            };
-        }
+        let listener = if c.is_metrics {
+            Listener::Metrics
+        } else {
+            Listener::Main
+        };
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let (endpoint, resp) = api::handle(&req, &path, &mut self.hub, now, unix);
-        self.metrics.http(
-            endpoint.map_or("unknown", api::Endpoint::label),
-            resp.status,
-        );
-        if resp.status >= 400 {
-            log_debug!(
-                "API {} {} -> {} {}",
-                req.method,
-                endpoint.map_or("unknown", api::Endpoint::label),
-                resp.status,
-                String::from_utf8_lossy(&resp.body)
-            );
-        }
-        self.respond(id, resp, !keep_alive, now);
+        let ctx = router::Ctx {
+            prefix: &self.cfg.path,
+            draining: self.shutting_down.is_some(),
+            hub: &mut self.hub,
+            metrics: &mut self.metrics,
+            now,
+            unix,
+        };
+        let action = router::route(listener, &req, ctx);
+        self.carry_out(id, action, now);
     }
 
-    fn respond(&mut self, id: ConnId, resp: Response, close: bool, now: u64) {
-        self.queue(id, Chunk::Owned(resp.to_bytes(close)));
+    fn carry_out(&mut self, id: ConnId, action: Action<'_>, now: u64) {
+        match action {
+            Action::Respond { bytes, close } => self.respond(id, bytes, close, now),
+            Action::Upgrade {
+                handshake,
+                key,
+                origin,
+            } => self.upgrade(id, handshake, key, origin, now),
+        }
+    }
+
+    fn respond(&mut self, id: ConnId, bytes: Vec<u8>, close: bool, now: u64) {
+        self.queue(id, Chunk::Owned(bytes));
         if close {
             self.begin_close(id, now);
         } else {
@@ -836,7 +795,14 @@ impl Server {
         }
     }
 
-    fn upgrade(&mut self, id: ConnId, req: &Request, key: &str, handshake: Vec<u8>, now: u64) {
+    fn upgrade(
+        &mut self,
+        id: ConnId,
+        handshake: Vec<u8>,
+        key: &str,
+        origin: Option<&str>,
+        now: u64,
+    ) {
         self.queue(id, Chunk::Owned(handshake));
         if let Some(c) = self.conn_mut(id) {
             c.deadline = 0; // the hub's ping/prune takes over
@@ -845,7 +811,6 @@ impl Server {
                 max_message: 0,
             };
         }
-        let origin = req.header("origin");
         if let Some(opened) = self.hub.open(now, id, key, origin)
             && let Some(Conn {
                 phase: Phase::WebSocket { max_message, .. },
@@ -961,11 +926,7 @@ impl Server {
             }
             match c.phase {
                 Phase::Closing => self.drop_conn(id),
-                Phase::Http => {
-                    log_debug!("HTTP request timed out");
-                    let resp = Response::text(408, "Request timeout.");
-                    self.respond(id, resp, true, now);
-                }
+                Phase::Http => self.carry_out(id, router::timed_out(), now),
                 Phase::WebSocket { .. } => {}
             }
         }

@@ -15,5 +15,6 @@ pub mod log;
 pub mod metrics;
 pub mod pusher;
 pub mod redis;
+pub mod router;
 pub mod tls;
 pub mod websocket;
