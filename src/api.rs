@@ -3,6 +3,10 @@
 //! Reverb (reference section 4) except where the port decisions differ:
 //! `auth_key` and the 600 s timestamp window are checked, a body that is not
 //! JSON is a 400 with a JSON message, `{"channels":{}}` when empty.
+//!
+//! `POST /users/{id}/terminate_connections` is also accepted without the
+//! `/apps/{id}` prefix (what the Python SDK sends): the app is the one whose
+//! key the signed `auth_key` names.
 
 use serde_json::{Map, Value, json};
 
@@ -49,18 +53,32 @@ impl Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub endpoint: Endpoint,
-    pub app_id: String,
+    /// `None` for a path without `/apps/{id}`: the app is the one the signed `auth_key` names.
+    pub app_id: Option<String>,
     pub param: String,
 }
 
-/// Match `/apps/{id}/...` (path already without the server's prefix).
+/// Match `/apps/{id}/...`, or `/users/{id}/terminate_connections` without an app id (path
+/// already without the server's prefix).
 pub fn route(path: &str) -> Option<Route> {
+    if let Some(["users", user, "terminate_connections"]) = path
+        .strip_prefix('/')
+        .map(|p| p.split('/').collect::<Vec<_>>())
+        .as_deref()
+        && !user.is_empty()
+    {
+        return Some(Route {
+            endpoint: Endpoint::TerminateUser,
+            app_id: None,
+            param: raw_decode(user),
+        });
+    }
     let rest = path.strip_prefix("/apps/")?;
     let parts: Vec<&str> = rest.split('/').collect();
     let r = |endpoint, app: &str, param: &str| {
         Some(Route {
             endpoint,
-            app_id: raw_decode(app),
+            app_id: Some(raw_decode(app)),
             param: raw_decode(param),
         })
     };
@@ -104,9 +122,9 @@ pub fn handle(
             Response::text(405, "Method not allowed.").header("Allow", endpoint.method()),
         );
     }
-    let Some(app) = hub.app_by_id(&route.app_id) else {
-        let msg = format!("No matching application for ID [{}].", route.app_id);
-        return (Some(endpoint), Response::text(404, &msg));
+    let app = match find_app(req, &route, hub) {
+        Ok(app) => app,
+        Err(response) => return (Some(endpoint), response),
     };
     let cfg = hub.app(app);
     if let Err(e) = auth::verify_api_request(
@@ -120,6 +138,34 @@ pub fn handle(
     ) {
         return (Some(endpoint), Response::text(401, &e.message()));
     }
+    let response = dispatch(req, &route, hub, app, now_ms);
+    (Some(endpoint), response)
+}
+
+/// The app a request is for: the one its path names, or for a path without `/apps/{id}` the
+/// one whose key the `auth_key` parameter names (that parameter is signed and verified next).
+fn find_app(req: &Request, route: &Route, hub: &Hub) -> Result<AppId, Response> {
+    match &route.app_id {
+        Some(id) => hub
+            .app_by_id(id)
+            .ok_or_else(|| Response::text(404, &format!("No matching application for ID [{id}]."))),
+        None => {
+            let query = auth::parse_query(&req.query);
+            match query.iter().find(|(k, _)| k == "auth_key") {
+                None => Err(Response::text(
+                    401,
+                    &auth::ApiAuthError::BadSignature.message(),
+                )),
+                Some((_, key)) => hub.app_by_key(key).ok_or_else(|| {
+                    Response::text(401, &auth::ApiAuthError::UnknownAuthKey.message())
+                }),
+            }
+        }
+    }
+}
+
+/// Carries out a verified request.
+fn dispatch(req: &Request, route: &Route, hub: &mut Hub, app: AppId, now_ms: u64) -> Response {
     let query = auth::parse_query(&req.query);
     let param = |name: &str| {
         query
@@ -130,7 +176,7 @@ pub fn handle(
     let info: Vec<&str> = param("info")
         .map(|i| i.split(',').map(str::trim).collect())
         .unwrap_or_default();
-    let response = match endpoint {
+    match route.endpoint {
         Endpoint::Events => with_json_body(req, |body| events(hub, app, now_ms, body)),
         Endpoint::BatchEvents => with_json_body(req, |body| batch_events(hub, app, now_ms, body)),
         Endpoint::Channels => {
@@ -157,8 +203,7 @@ pub fn handle(
             hub.terminate_user(now_ms, app, &route.param);
             ok(json!({}))
         }
-    };
-    (Some(endpoint), response)
+    }
 }
 
 fn ok(v: Value) -> Response {
@@ -396,7 +441,10 @@ mod tests {
     #[test]
     fn routes() {
         let r = route("/apps/123/events").unwrap();
-        assert_eq!((r.endpoint, r.app_id.as_str()), (Endpoint::Events, "123"));
+        assert_eq!(
+            (r.endpoint, r.app_id.as_deref()),
+            (Endpoint::Events, Some("123"))
+        );
         assert_eq!(
             route("/apps/1/channels/presence-x/users").unwrap().endpoint,
             Endpoint::ChannelUsers
@@ -415,5 +463,97 @@ mod tests {
         );
         assert_eq!(route("/apps//events"), None);
         assert_eq!(route("/app/key"), None);
+    }
+
+    #[test]
+    fn routes_terminate_without_an_app_id() {
+        let r = route("/users/a%2Bb/terminate_connections").unwrap();
+        assert_eq!(
+            (r.endpoint, r.app_id, r.param.as_str()),
+            (Endpoint::TerminateUser, None, "a+b")
+        );
+        for path in [
+            "/users//terminate_connections",
+            "/users/42/terminate_connections/",
+            "/users/42",
+            "/x/users/42/terminate_connections",
+        ] {
+            assert_eq!(route(path), None, "{path}");
+        }
+    }
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn hub() -> Hub {
+        let apps = vec![
+            crate::pusher::App::new("1", "key-1", "secret-1"),
+            crate::pusher::App::new("2", "key-2", "secret-2"),
+        ];
+        Hub::new(apps, 1, false)
+    }
+
+    fn request(method: &str, path: &str, query: String, body: &[u8]) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            query,
+            version_minor: 1,
+            headers: Vec::new(),
+            body: body.to_vec(),
+        }
+    }
+
+    /// A request signed for (key, secret), with `extra` query params, answered by `handle`.
+    fn call(method: &str, path: &str, extra: &[(&str, &str)], key: &str, secret: &str) -> Response {
+        let body: &[u8] = if method == "POST" { b"{}" } else { b"" };
+        let q = auth::sign_api_request(method, path, extra, body, key, secret, NOW);
+        handle(&request(method, path, q, body), path, &mut hub(), 0, NOW).1
+    }
+
+    #[test]
+    fn terminate_without_an_app_id_finds_the_app_by_its_signed_key() {
+        let path = "/users/42/terminate_connections";
+        let ok = call("POST", path, &[], "key-2", "secret-2");
+        assert_eq!((ok.status, ok.body.as_slice()), (200, &b"{}"[..]));
+        let wrong_secret = call("POST", path, &[], "key-2", "secret-1");
+        assert_eq!(wrong_secret.status, 401);
+        assert_eq!(wrong_secret.body, b"Authentication signature invalid.");
+        let unknown = call("POST", path, &[], "key-3", "secret-2");
+        assert_eq!(
+            (unknown.status, unknown.body.as_slice()),
+            (401, &b"Unknown auth_key."[..])
+        );
+        let unsigned = handle(
+            &request("POST", path, String::new(), b"{}"),
+            path,
+            &mut hub(),
+            0,
+            NOW,
+        )
+        .1;
+        assert_eq!(unsigned.status, 401);
+        assert_eq!(unsigned.body, b"Authentication signature invalid.");
+        let get = call("GET", path, &[], "key-2", "secret-2");
+        assert_eq!(get.status, 405);
+    }
+
+    #[test]
+    fn a_get_that_signs_the_md5_of_its_empty_body_is_answered() {
+        let md5 = [
+            ("body_md5", "d41d8cd98f00b204e9800998ecf8427e"),
+            ("info", "user_count"),
+        ];
+        let r = call("GET", "/apps/1/channels", &md5, "key-1", "secret-1");
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &br#"{"channels":{}}"#[..])
+        );
+        let wrong = [("body_md5", "99914b932bd37a50b983c5e7c90ae93b")];
+        let r = call("GET", "/apps/1/channels", &wrong, "key-1", "secret-1");
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.body,
+            b"body_md5 does not match the MD5 of the request body."
+        );
     }
 }

@@ -5,8 +5,9 @@
 //! * private and presence channel subscriptions (`auth` = `"<key>:<hex hmac>"` over
 //!   `"<socket_id>:<channel>[:<channel_data>]"`);
 //! * Pusher user authentication (`pusher:signin`, HMAC over `"<socket_id>::user::<user_data>"`);
-//! * signed HTTP API requests (Pusher's `auth_key` / `auth_timestamp` / `auth_signature` scheme,
-//!   with `body_md5` computed by the server).
+//! * signed HTTP API requests (Pusher's `auth_key` / `auth_timestamp` / `auth_signature` scheme:
+//!   the signed string is every query parameter the client sent but `auth_signature`, and a
+//!   `body_md5` must match the body).
 //!
 //! It follows Laravel Reverb's rules with revurb's port decisions on top: the `key:` part of a
 //! channel or user `auth` must be the app key, the HTTP API `auth_key` must be the app key, and
@@ -28,15 +29,6 @@ type HmacSha256 = Hmac<Sha256>;
 /// Maximum number of non-empty `&`-separated pieces [`parse_query`] looks at (PHP's default
 /// `max_input_vars`). Anything after that is ignored.
 const MAX_QUERY_PAIRS: usize = 1000;
-
-/// Query parameters that are never part of the signed API string.
-const UNSIGNED_PARAMS: [&str; 5] = [
-    "auth_signature",
-    "body_md5",
-    "appId",
-    "appKey",
-    "channelName",
-];
 
 /// Allowed distance, in seconds, between an API request's `auth_timestamp` and the server clock.
 pub const TIMESTAMP_WINDOW_SECS: i64 = 600;
@@ -368,6 +360,10 @@ pub enum ApiAuthError {
     TimestampExpired { given: i64, now: i64 },
     /// signature missing or wrong -> 401 "Authentication signature invalid."
     BadSignature,
+    /// a body was sent without a `body_md5` parameter -> 401 "Missing body_md5: ..."
+    MissingBodyMd5,
+    /// the `body_md5` parameter is not the MD5 of the body -> 401 "body_md5 does not match ..."
+    BodyMd5Mismatch,
 }
 
 impl ApiAuthError {
@@ -384,6 +380,12 @@ impl ApiAuthError {
                 )
             }
             ApiAuthError::BadSignature => "Authentication signature invalid.".to_owned(),
+            ApiAuthError::MissingBodyMd5 => {
+                "Missing body_md5: a request with a body must sign the MD5 of its body.".to_owned()
+            }
+            ApiAuthError::BodyMd5Mismatch => {
+                "body_md5 does not match the MD5 of the request body.".to_owned()
+            }
         }
     }
 }
@@ -403,23 +405,15 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// The signed string for already-parsed query params: "METHOD\npath\nk=v&k=v" with the
-/// unsigned params removed, the server's body_md5 added for a non-empty body, keys sorted
-/// bytewise and values decoded.
-fn api_string_to_sign(
-    method: &str,
-    path: &str,
-    params: &[(String, String)],
-    body: &[u8],
-) -> String {
-    let mut signed: Vec<(&str, String)> = params
+/// The signed string for already-parsed query params: "METHOD\npath\nk=v&k=v" with every
+/// param but `auth_signature`, keys sorted bytewise as sent (what Pusher's Node, Python and PHP
+/// SDKs sign) and values decoded. `body_md5` is signed as the client sent it; whether it matches
+/// the body is [`check_body_md5`]'s business.
+fn api_string_to_sign(method: &str, path: &str, params: &[(String, String)]) -> String {
+    let mut signed: Vec<&(String, String)> = params
         .iter()
-        .filter(|(k, _)| !UNSIGNED_PARAMS.contains(&k.as_str()))
-        .map(|(k, v)| (k.as_str(), v.clone()))
+        .filter(|(k, _)| k != "auth_signature")
         .collect();
-    if !body.is_empty() {
-        signed.push(("body_md5", hex::encode(Md5::digest(body))));
-    }
     signed.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let query = signed
         .iter()
@@ -429,18 +423,34 @@ fn api_string_to_sign(
     format!("{}\n{path}\n{query}", method.to_ascii_uppercase())
 }
 
-/// Verify a Pusher HTTP API request signature (reverb-behaviour.md 4.2 + port decisions):
-/// `path` is the request path with the server's --path prefix already stripped
-/// (e.g. "/apps/123/events").
+/// Lower-case hex MD5 of a request body, as Pusher's `body_md5`.
+fn body_md5(body: &[u8]) -> String {
+    hex::encode(Md5::digest(body))
+}
+
+/// A `body_md5` the client sent must be the MD5 of the body (the Python SDK sends the MD5 of the
+/// empty body on every GET); a non-empty body must come with one, or it would not be signed.
+fn check_body_md5(params: &[(String, String)], body: &[u8]) -> Result<(), ApiAuthError> {
+    match param(params, "body_md5") {
+        None if body.is_empty() => Ok(()),
+        None => Err(ApiAuthError::MissingBodyMd5),
+        Some(given) if given.eq_ignore_ascii_case(&body_md5(body)) => Ok(()),
+        Some(_) => Err(ApiAuthError::BodyMd5Mismatch),
+    }
+}
+
+/// Verify a Pusher HTTP API request signature (reverb-behaviour.md 4.2 with revurb's port
+/// decisions and Pusher's signing spec): `path` is the request path as the client signed it,
+/// with the server's --path prefix already stripped (e.g. "/apps/123/events").
 ///
-/// Steps: parse_query(raw_query); check auth_key == app_key (else UnknownAuthKey);
-/// auth_timestamp parses as i64 (else BadTimestamp) and is within the window of now_unix (else
-/// TimestampExpired); params to sign = all query params except auth_signature, body_md5, appId,
-/// appKey, channelName; if body is non-empty add body_md5 = lowercase hex md5(body) (the
-/// client's value is ignored and replaced); sort by key bytes; join "k=v" with '&' using the
-/// DECODED values; string to sign "METHOD\npath\nquery" (METHOD upper-cased, as Symfony's
-/// getMethod does); HMAC-SHA256 hex with the secret compared constant-time to auth_signature
-/// (missing -> BadSignature).
+/// Steps: parse_query(raw_query) (PHP rules, values decoded); `auth_signature` present (else
+/// BadSignature); `auth_key` == app_key (missing: BadSignature, other: UnknownAuthKey);
+/// `auth_timestamp` an i64 (else BadTimestamp) within the window of now_unix (else
+/// TimestampExpired); HMAC-SHA256 hex, with the secret, of "METHOD\npath\nquery" where query
+/// is every param but `auth_signature`, sorted by key bytes, joined "k=v" with '&' (METHOD
+/// upper-cased, as Symfony's getMethod does), compared constant-time (else BadSignature);
+/// finally the signed `body_md5` must be the body's MD5 when present (else BodyMd5Mismatch)
+/// and present when the body is not empty (else MissingBodyMd5).
 pub fn verify_api_request(
     method: &str,
     path: &str,
@@ -471,12 +481,11 @@ pub fn verify_api_request(
         });
     }
 
-    let to_sign = api_string_to_sign(method, path, &params, body);
-    if signature_matches(secret.as_bytes(), to_sign.as_bytes(), signature) {
-        Ok(())
-    } else {
-        Err(ApiAuthError::BadSignature)
+    let to_sign = api_string_to_sign(method, path, &params);
+    if !signature_matches(secret.as_bytes(), to_sign.as_bytes(), signature) {
+        return Err(ApiAuthError::BadSignature);
     }
+    check_body_md5(&params, body)
 }
 
 /// The client side of the same computation, used by tests and by our load generator:
@@ -501,7 +510,7 @@ pub fn sign_api_request(
     );
     if !body.is_empty() {
         query.push_str("&body_md5=");
-        query.push_str(&hex::encode(Md5::digest(body)));
+        query.push_str(&body_md5(body));
     }
     for (k, v) in extra {
         query.push('&');
@@ -509,7 +518,7 @@ pub fn sign_api_request(
         query.push('=');
         query.push_str(&url_encode(v));
     }
-    let to_sign = api_string_to_sign(method, path, &parse_query(&query), body);
+    let to_sign = api_string_to_sign(method, path, &parse_query(&query));
     query.push_str("&auth_signature=");
     query.push_str(&hmac_sha256_hex(secret.as_bytes(), to_sign.as_bytes()));
     query
@@ -532,7 +541,9 @@ mod tests {
     const BODY: &[u8] = br#"{"name":"ev","data":"{}","channel":"test"}"#;
     const BODY_MD5: &str = "9aa96f7dcd0ce18c7a27cb5e1b6e1eae";
     const API_SIG: &str = "484c0e7909ff49601c98a9f67ee2ec6d295d487dff05cbf4514210e35bde3a5b";
-    const GET_SIG: &str = "02853d8c9dc8f06f4d307704d0f3be2c61078a83ecaf151936855063389d6c93";
+    const GET_SIG: &str = "562117ef67ca18011e6af214d8a174e485c0140fef3647012060e4081343aa88";
+    /// MD5 of the empty body, which the Python SDK signs on every GET.
+    const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
         v.iter()
@@ -855,8 +866,11 @@ mod tests {
 
     #[test]
     fn api_string_to_sign_known_answer() {
-        let params = parse_query("auth_version=1.0&auth_key=key&auth_timestamp=1700000000");
-        let s = api_string_to_sign("POST", "/apps/123/events", &params, BODY);
+        let params = parse_query(&format!(
+            "auth_version=1.0&body_md5={BODY_MD5}&auth_key=key&auth_timestamp=1700000000\
+             &auth_signature=x"
+        ));
+        let s = api_string_to_sign("POST", "/apps/123/events", &params);
         assert_eq!(
             s,
             format!(
@@ -889,13 +903,15 @@ mod tests {
         );
         assert_eq!(
             verify_api_request("POST", "/apps/123/events", &q, b"{}", KEY, SECRET, NOW),
-            Err(ApiAuthError::BadSignature)
+            Err(ApiAuthError::BodyMd5Mismatch)
         );
     }
 
     #[test]
     fn api_verify_known_answer_get_with_decoded_values() {
-        // Unsorted, percent-encoded, '+' for space, array param, and ignored params.
+        // Unsorted, percent-encoded, '+' for space, an array param, and params that Reverb
+        // leaves out of the signed string (appId, channelName): every param but the signature
+        // is signed.
         let q = format!(
             "info[]=user_count&filter_by_prefix=presence+f%6Fo&auth_version=1.0\
              &appId=9&channelName=x&auth_timestamp=1700000000&info[]=subscription_count\
@@ -929,15 +945,14 @@ mod tests {
             verify_api_request("POST", "/apps/123/events", &q, BODY, KEY, SECRET, NOW),
             Ok(())
         );
-        // The body is bound to the signature.
+        // The body is bound to the signature through body_md5.
         assert_eq!(
             verify_api_request("POST", "/apps/123/events", &q, b"{}", KEY, SECRET, NOW),
-            Err(ApiAuthError::BadSignature)
+            Err(ApiAuthError::BodyMd5Mismatch)
         );
-        // An empty body drops body_md5 from the signed string.
         assert_eq!(
             verify_api_request("POST", "/apps/123/events", &q, b"", KEY, SECRET, NOW),
-            Err(ApiAuthError::BadSignature)
+            Err(ApiAuthError::BodyMd5Mismatch)
         );
     }
 
@@ -1011,25 +1026,133 @@ mod tests {
     }
 
     #[test]
-    fn api_client_body_md5_is_ignored() {
+    fn api_client_body_md5_is_signed_and_must_match_the_body() {
         let q = sign_api_request("POST", "/apps/1/events", &[], BODY, KEY, SECRET, NOW);
+        // Changing the sent body_md5 breaks the signature: it is signed as sent.
         let wrong = q.replace(BODY_MD5, "00000000000000000000000000000000");
         assert_eq!(
             verify_api_request("POST", "/apps/1/events", &wrong, BODY, KEY, SECRET, NOW),
-            Ok(())
+            Err(ApiAuthError::BadSignature)
         );
-        let removed = q.replace(&format!("&body_md5={BODY_MD5}"), "");
+        // A correctly signed body_md5 of another body is refused as such.
+        let other = [("body_md5", "00000000000000000000000000000000")];
+        let signed_wrong =
+            sign_api_request("POST", "/apps/1/events", &other, b"", KEY, SECRET, NOW);
         assert_eq!(
-            verify_api_request("POST", "/apps/1/events", &removed, BODY, KEY, SECRET, NOW),
-            Ok(())
+            verify_api_request(
+                "POST",
+                "/apps/1/events",
+                &signed_wrong,
+                BODY,
+                KEY,
+                SECRET,
+                NOW
+            ),
+            Err(ApiAuthError::BodyMd5Mismatch)
         );
-        // A body_md5 on a body-less request is not signed either.
-        let g = sign_api_request("GET", "/apps/1/channels", &[], b"", KEY, SECRET, NOW);
-        let with_md5 = format!("body_md5=abc&{g}");
+        // A body needs a body_md5, or nothing would bind it to the signature.
+        let unbound = sign_api_request("POST", "/apps/1/events", &[], b"", KEY, SECRET, NOW);
         assert_eq!(
-            verify_api_request("GET", "/apps/1/channels", &with_md5, b"", KEY, SECRET, NOW),
-            Ok(())
+            verify_api_request("POST", "/apps/1/events", &unbound, BODY, KEY, SECRET, NOW),
+            Err(ApiAuthError::MissingBodyMd5)
         );
+        // The MD5 of the empty body on a GET (the Python SDK) is checked and signed; its hex
+        // digits may be upper case.
+        for md5 in [EMPTY_MD5.to_owned(), EMPTY_MD5.to_ascii_uppercase()] {
+            let extra = [("body_md5", md5.as_str())];
+            let g = sign_api_request("GET", "/apps/1/channels", &extra, b"", KEY, SECRET, NOW);
+            assert_eq!(
+                verify_api_request("GET", "/apps/1/channels", &g, b"", KEY, SECRET, NOW),
+                Ok(()),
+                "{md5}"
+            );
+        }
+        let g = sign_api_request("GET", "/apps/1/channels", &other, b"", KEY, SECRET, NOW);
+        assert_eq!(
+            verify_api_request("GET", "/apps/1/channels", &g, b"", KEY, SECRET, NOW),
+            Err(ApiAuthError::BodyMd5Mismatch)
+        );
+    }
+
+    #[test]
+    fn api_params_the_client_did_not_sign_are_refused() {
+        let q = sign_api_request("GET", "/apps/1/channels", &[], b"", KEY, SECRET, NOW);
+        for extra in [
+            "appId=1",
+            "appKey=key",
+            "channelName=x",
+            "body_md5=",
+            "info=user_count",
+        ] {
+            let added = format!("{q}&{extra}");
+            assert_eq!(
+                verify_api_request("GET", "/apps/1/channels", &added, b"", KEY, SECRET, NOW),
+                Err(ApiAuthError::BadSignature),
+                "{extra}"
+            );
+        }
+    }
+
+    /// Requests made by the official Python SDK (`pusher` 3.3.4, timestamp fixed at NOW): every
+    /// one carries `body_md5`, GETs that of the empty body, and `terminate_user_connections`
+    /// signs a path without `/apps/{id}`.
+    #[test]
+    fn api_verify_python_sdk_requests() {
+        let md5 = format!("auth_timestamp=1700000000&auth_version=1.0&body_md5={EMPTY_MD5}");
+        let cases: [(&str, &str, String, &[u8]); 5] = [
+            (
+                "GET",
+                "/apps/123/channels",
+                format!(
+                    "auth_key=key&auth_signature=545649f2e38603d6296337b4247b7cb48614999fe59b521c\
+                     aaa4e06a2e3cca13&{md5}&filter_by_prefix=presence-&info=user_count"
+                ),
+                b"",
+            ),
+            (
+                "GET",
+                "/apps/123/channels/presence-room",
+                format!(
+                    "auth_key=key&auth_signature=2c59df3d6c77a6c4abd230e598a5721a5e31e7be42dd0141\
+                     28b1248c155bd655&{md5}&info=user_count,subscription_count"
+                ),
+                b"",
+            ),
+            (
+                "GET",
+                "/apps/123/channels/presence-room/users",
+                format!(
+                    "auth_key=key&auth_signature=4a0a1242cd8d418352ce64b322c6ba25068cf7d8dd69f630\
+                     870f34340369f52a&{md5}"
+                ),
+                b"",
+            ),
+            (
+                "POST",
+                "/users/42/terminate_connections",
+                "auth_key=key&auth_signature=b4607bf65b8a341f32fe85ebc84aec3c7264d096b81c93ad4c4\
+                 98dc09f67aef2&auth_timestamp=1700000000&auth_version=1.0\
+                 &body_md5=99914b932bd37a50b983c5e7c90ae93b"
+                    .to_owned(),
+                b"{}",
+            ),
+            (
+                "POST",
+                "/apps/123/events",
+                "auth_key=key&auth_signature=ef1061a622d289cf99e1c6d4fb84eeaf65801cdfbc36882c947\
+                 956e723d81c35&auth_timestamp=1700000000&auth_version=1.0\
+                 &body_md5=ec3d804296ee65dae3e5dc9d044b1f7b"
+                    .to_owned(),
+                br#"{"name": "ev", "channels": ["test"], "data": "{\"a\": 1}"}"#,
+            ),
+        ];
+        for (method, path, query, body) in cases {
+            assert_eq!(
+                verify_api_request(method, path, &query, body, KEY, SECRET, NOW),
+                Ok(()),
+                "{method} {path}"
+            );
+        }
     }
 
     #[test]
@@ -1180,6 +1303,14 @@ mod tests {
         assert_eq!(
             ApiAuthError::BadSignature.to_string(),
             "Authentication signature invalid."
+        );
+        assert_eq!(
+            ApiAuthError::MissingBodyMd5.message(),
+            "Missing body_md5: a request with a body must sign the MD5 of its body."
+        );
+        assert_eq!(
+            ApiAuthError::BodyMd5Mismatch.message(),
+            "body_md5 does not match the MD5 of the request body."
         );
     }
 }

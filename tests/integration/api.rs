@@ -286,7 +286,7 @@ fn bad_or_missing_signature_with_valid_key_is_401_signature_invalid() {
         assert_eq!(r.status, 401, "{q}");
         assert_eq!(r.text(), "Authentication signature invalid.", "{q}");
     }
-    // a body changed after signing fails too (body_md5 is recomputed)
+    // a body changed after signing fails too (its body_md5 no longer matches)
     let q = sign_api_request(
         "POST",
         "/apps/app-id/events",
@@ -305,7 +305,7 @@ fn bad_or_missing_signature_with_valid_key_is_401_signature_invalid() {
     );
     assert_eq!(
         (r.status, r.text().as_str()),
-        (401, "Authentication signature invalid.")
+        (401, "body_md5 does not match the MD5 of the request body.")
     );
     // signed with the wrong secret
     let q = sign_api_request(
@@ -671,4 +671,97 @@ fn ref_terminate_1_2_terminate_connections_closes_the_users_sockets() {
         "{}",
     );
     assert_eq!(r.status, 404);
+}
+
+/// The MD5 of the empty body, which the official Python SDK (`pusher` 3.3.4) signs as
+/// `body_md5` on every GET.
+const EMPTY_BODY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
+
+#[test]
+fn gets_that_sign_the_md5_of_the_empty_body_are_answered() {
+    let s = Server::start(&[], &[]);
+    let (mut member, id) = s.pusher();
+    member.subscribe_presence(&id, "presence-room", 7);
+    let md5 = ("body_md5", EMPTY_BODY_MD5);
+    let r = s.signed_get("/apps/app-id/channels", &[md5, ("info", "user_count")]);
+    assert_json(
+        &r,
+        200,
+        r#"{"channels":{"presence-room":{"user_count":1}}}"#,
+    );
+    let info = ("info", "subscription_count,user_count");
+    // a presence channel counts users, other channels subscriptions
+    let r = s.signed_get("/apps/app-id/channels/presence-room", &[md5, info]);
+    assert_json(&r, 200, r#"{"occupied":true,"user_count":1}"#);
+    member.subscribe("room");
+    let r = s.signed_get("/apps/app-id/channels/room", &[md5, info]);
+    assert_json(&r, 200, r#"{"occupied":true,"subscription_count":1}"#);
+    let r = s.signed_get("/apps/app-id/channels/presence-room/users", &[md5]);
+    assert_json(&r, 200, r#"{"users":[{"id":7}]}"#);
+    // a body_md5 that is not the MD5 of the (empty) body is refused
+    let wrong = ("body_md5", "99914b932bd37a50b983c5e7c90ae93b");
+    let r = s.signed_get("/apps/app-id/channels", &[wrong]);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (401, "body_md5 does not match the MD5 of the request body.")
+    );
+}
+
+#[test]
+fn a_post_whose_body_is_not_signed_is_401() {
+    let s = Server::start(&[], &[]);
+    let body = test_event_body(json!({}));
+    // signed as if there were no body: nothing binds the body to the signature
+    let q = sign_api_request(
+        "POST",
+        "/apps/app-id/events",
+        &[],
+        b"",
+        APP_KEY,
+        APP_SECRET,
+        unix_now(),
+    );
+    let r = s.request(
+        "POST",
+        &format!("/apps/app-id/events?{q}"),
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 401);
+    assert!(r.text().starts_with("Missing body_md5"), "{}", r.text());
+}
+
+/// The Python SDK's `terminate_user_connections` posts to `/users/{id}/terminate_connections`
+/// without `/apps/{app_id}`; the signed `auth_key` names the app.
+#[test]
+fn terminate_connections_without_the_apps_prefix_closes_the_users_sockets() {
+    let s = Server::start(&[], &["--path", "ws"]);
+    let (mut victim, v_id) = Ws::pusher_at(s.addr(), "/ws/app/app-key");
+    victim.subscribe_presence(&v_id, "presence-room", 456);
+    let r = s
+        .http()
+        .signed_post_prefixed("/ws", "/users/456/terminate_connections", "{}");
+    assert_json(&r, 200, "{}");
+    assert_eq!(
+        victim.recv_text(),
+        pusher_error(4009, "Connection terminated")
+    );
+    assert_eq!(victim.recv_close().0, 4009);
+    // signed with a key no app has
+    let q = sign_api_request(
+        "POST",
+        "/users/456/terminate_connections",
+        &[],
+        b"{}",
+        "other-key",
+        APP_SECRET,
+        unix_now(),
+    );
+    let r = s.request(
+        "POST",
+        &format!("/ws/users/456/terminate_connections?{q}"),
+        &[],
+        b"{}",
+    );
+    assert_eq!((r.status, r.text().as_str()), (401, "Unknown auth_key."));
 }
