@@ -14,10 +14,9 @@
 //!   and a client whose write queue passes the limit is dropped with 4100.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::TcpListener;
@@ -32,6 +31,7 @@ use crate::http::{self, Parse, Request};
 use crate::metrics::Metrics;
 use crate::pusher::{ConnId, Hub, Output, errors};
 use crate::router::{self, Action, Listener};
+use crate::scaling;
 use crate::websocket::{self, Event, Step};
 use crate::{log_debug, log_error, log_info, log_warn};
 
@@ -43,10 +43,6 @@ const METRICS: Token = Token(2);
 const REDIS_PUB: Token = Token(3);
 const REDIS_SUB: Token = Token(4);
 const FIRST_CONN: usize = 5;
-
-/// Bytes of PUBLISH commands written ahead of Redis' replies; past this,
-/// publishes wait in the outage queue (Redis is slow, not gone).
-const PUB_OUT_LIMIT: usize = 1024 * 1024;
 
 /// Bytes read from one connection per turn before others get their go.
 const READ_BUDGET: usize = 256 * 1024;
@@ -86,15 +82,12 @@ pub struct Server {
     scaling: Option<Scaling>,
 }
 
-/// The Redis side of horizontal scaling.
+/// The Redis side of horizontal scaling: the two links (sockets) and the
+/// publish policy they serve.
 struct Scaling {
     sub: redis_link::Link,
     publ: redis_link::Link,
-    /// Publishes waiting for the publisher (Redis away or slow), oldest first.
-    queue: VecDeque<Rc<[u8]>>,
-    limit: usize,
-    /// Both connections ready, as last told to the hub.
-    up: bool,
+    policy: scaling::Policy,
 }
 
 /// Bind the listeners and build the server; the caller prints the address.
@@ -202,9 +195,7 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
                     &sc.channel,
                     tls,
                 ),
-                queue: VecDeque::new(),
-                limit: sc.queue_limit,
-                up: false,
+                policy: scaling::Policy::new(sc.queue_limit),
             })
         }
     };
@@ -492,12 +483,12 @@ impl Server {
             &mut sc.publ
         };
         let back = link.ready(now, readable, writable, registry);
-        requeue(sc, back, &mut self.metrics.redis_dropped);
+        sc.policy.requeue(back);
         redis_events(sc, &mut self.hub, &mut self.metrics, now);
     }
 
     /// Once per loop turn: connect and time out, follow the link state,
-    /// publish what the hub queued, write.
+    /// hand the hub's publishes to the policy, write.
     fn redis_turn(&mut self, now: u64) {
         let Some(sc) = self.scaling.as_mut() else {
             return;
@@ -508,67 +499,34 @@ impl Server {
         }
         if sc.publ.more_to_read {
             let back = sc.publ.ready(now, true, false, registry);
-            requeue(sc, back, &mut self.metrics.redis_dropped);
+            sc.policy.requeue(back);
         }
         let back = sc.sub.tick(now, registry);
-        requeue(sc, back, &mut self.metrics.redis_dropped);
+        sc.policy.requeue(back);
         let back = sc.publ.tick(now, registry);
-        requeue(sc, back, &mut self.metrics.redis_dropped);
+        sc.policy.requeue(back);
         redis_events(sc, &mut self.hub, &mut self.metrics, now);
-        let up = sc.sub.client.is_ready() && sc.publ.client.is_ready();
-        if up != sc.up {
-            sc.up = up;
+        let ready = (sc.sub.client.is_ready(), sc.publ.client.is_ready());
+        if let Some(up) = sc.policy.links(ready.0, ready.1) {
             self.hub.cluster_link(now, up);
         }
         self.hub.flush_cluster();
-        let backlog_ok = self.hub.cluster_backlog_ready(now);
+        sc.policy.backlog(self.hub.cluster_backlog_ready(now));
         while let Some((payload, durable)) = self.hub.poll_publish() {
-            let ready = sc.publ.client.is_ready() && sc.publ.client.output().len() < PUB_OUT_LIMIT;
-            if !durable {
-                // State, heartbeats: now or never (the full state is sent
-                // again when the link comes back). They need no order with
-                // the deliveries queued before them.
-                if ready {
-                    sc.publ.client.publish(now, payload, false);
-                    self.metrics.redis_published += 1;
-                }
-            } else if ready && sc.queue.is_empty() {
-                sc.publ.client.publish(now, payload, true);
-                self.metrics.redis_published += 1;
-            } else if sc.queue.len() < sc.limit {
-                sc.queue.push_back(payload);
-            } else {
-                self.metrics.redis_dropped += 1;
-                let n = self.metrics.redis_dropped;
-                if n.is_power_of_two() {
-                    log_error!(
-                        "Redis outage queue is full ({} publishes): {n} dropped so far; \
-                         raise REVERB_SCALING_QUEUE_LIMIT or bring Redis back",
-                        sc.limit
-                    );
-                }
-            }
+            sc.policy
+                .publish(now, &mut sc.publ.client, payload, durable);
         }
-        // What waited through an outage goes out once the nodes known before
-        // it are listening again (or have had node_timeout to come back).
-        while backlog_ok
-            && sc.publ.client.is_ready()
-            && sc.publ.client.output().len() < PUB_OUT_LIMIT
-        {
-            let Some(payload) = sc.queue.pop_front() else {
-                break;
-            };
-            sc.publ.client.publish(now, payload, true);
-            self.metrics.redis_published += 1;
-        }
-        self.metrics.redis_queued = sc.queue.len() as u64;
-        self.metrics.redis_up = up;
-        self.metrics.redis_reconnects = sc.sub.reconnects + sc.publ.reconnects;
+        sc.policy.drain(now, &mut sc.publ.client);
         let registry = self.poll.registry();
         let back = sc.publ.flush(now, registry);
-        requeue(sc, back, &mut self.metrics.redis_dropped);
+        sc.policy.requeue(back);
         let back = sc.sub.flush(now, registry);
-        requeue(sc, back, &mut self.metrics.redis_dropped);
+        sc.policy.requeue(back);
+        self.metrics.redis_published = sc.policy.published;
+        self.metrics.redis_dropped = sc.policy.dropped;
+        self.metrics.redis_queued = sc.policy.queued() as u64;
+        self.metrics.redis_up = sc.policy.is_up();
+        self.metrics.redis_reconnects = sc.sub.reconnects + sc.publ.reconnects;
         if self.hub.take_restart() {
             log_warn!(
                 "restart signal received over Redis: closing every connection with 4200 and stopping"
@@ -956,51 +914,6 @@ fn redis_events(sc: &mut Scaling, hub: &mut Hub, metrics: &mut Metrics, now: u64
     while sc.publ.poll_event(now).is_some() {}
 }
 
-/// Publishes a failed publisher had not had acknowledged go first in the
-/// queue; if that passes the limit the newest are dropped (and counted).
-fn requeue(sc: &mut Scaling, back: Vec<Rc<[u8]>>, dropped: &mut u64) {
-    for p in back.into_iter().rev() {
-        sc.queue.push_front(p);
-    }
-    while sc.queue.len() > sc.limit {
-        sc.queue.pop_back();
-        *dropped += 1;
-        if dropped.is_power_of_two() {
-            log_error!(
-                "Redis outage queue is full ({} publishes): {dropped} dropped so far; \
-                 raise REVERB_SCALING_QUEUE_LIMIT or bring Redis back",
-                sc.limit
-            );
-        }
-    }
-}
-
-/// Raise the open-files soft limit to the hard limit; returns (old soft, new soft, hard).
-pub fn raise_nofile_limit() -> io::Result<(u64, u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes into the struct we pass, which is a valid,
-    // properly aligned `rlimit` that lives for the whole call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let old = lim.rlim_cur;
-    if lim.rlim_cur < lim.rlim_max {
-        let new = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit only reads the struct we pass, valid for the call.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        lim = new;
-    }
-    Ok((old, lim.rlim_cur, lim.rlim_max))
-}
-
 /// Write the start line to stdout and flush it, so a supervisor or a test
 /// reading the first line sees it at once.
 pub fn announce(addr: SocketAddr, metrics: Option<SocketAddr>, cfg: &Config) {
@@ -1021,13 +934,4 @@ pub fn announce(addr: SocketAddr, metrics: Option<SocketAddr>, cfg: &Config) {
     if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
         log_error!("cannot write the start line to stdout");
     }
-}
-
-/// Send `sig` to process `pid`.
-pub fn signal_process(pid: i32, sig: i32) -> io::Result<()> {
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    if unsafe { libc::kill(pid, sig) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }

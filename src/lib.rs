@@ -4,6 +4,8 @@
 //! event loop (`event_loop`); everything else is sans-IO code that takes bytes,
 //! inputs and the current time and gives back bytes and actions.
 
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -15,6 +17,9 @@ pub mod log;
 pub mod metrics;
 pub mod pusher;
 pub mod redis;
+pub mod restart;
 pub mod router;
+pub mod scaling;
+pub mod sys;
 pub mod tls;
 pub mod websocket;

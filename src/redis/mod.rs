@@ -1,6 +1,7 @@
 //! Redis for horizontal scaling: where to find the server ([`Target`]), the
 //! RESP2 codec (`resp`), a sans-IO client connection (`client`) and the
-//! node-to-node JSON envelope (`envelope`). Only `event_loop` opens sockets.
+//! node-to-node JSON envelope (`envelope`). Only `event_loop` opens sockets
+//! (and the `restart` command, in its own process).
 
 pub mod client;
 pub mod envelope;
@@ -151,75 +152,6 @@ pub fn mask_url(url: &str) -> String {
         None => url.to_string(),
     }
 }
-
-/// Publish one message and return how many subscribers received it: a
-/// blocking, one-shot use of the same [`client::Client`] the server drives
-/// in its event loop, for `revurb restart`.
-pub fn publish_once(
-    target: &Target,
-    channel: &str,
-    payload: &[u8],
-    timeout: std::time::Duration,
-) -> Result<i64, String> {
-    use std::io::{Read, Write};
-    use std::net::ToSocketAddrs;
-    let addr = (target.host.as_str(), target.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", target.host))?
-        .next()
-        .ok_or_else(|| format!("{} has no address", target.host))?;
-    let tcp = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("cannot connect to Redis at {target}: {e}"))?;
-    tcp.set_read_timeout(Some(timeout)).ok();
-    tcp.set_write_timeout(Some(timeout)).ok();
-    let mut stream: Box<dyn ReadWrite> = if target.tls {
-        let cfg = crate::tls::client_config()?;
-        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-            .map_err(|e| format!("{:?} is not a valid TLS server name: {e}", target.host))?;
-        let conn = rustls::ClientConnection::new(cfg, name).map_err(|e| e.to_string())?;
-        Box::new(rustls::StreamOwned::new(conn, tcp))
-    } else {
-        Box::new(tcp)
-    };
-    let mut c = client::Client::new(client::Role::Publisher, target, channel);
-    c.connecting(0);
-    c.connected(0);
-    let mut payload = Some(payload);
-    let mut chunk = [0u8; 4096];
-    loop {
-        if !c.output().is_empty() {
-            stream
-                .write_all(c.output())
-                .and_then(|_| stream.flush())
-                .map_err(|e| format!("cannot write to Redis at {target}: {e}"))?;
-            c.wrote(c.output().len());
-        }
-        while let Some(event) = c.poll_event() {
-            match event {
-                client::Event::Ready => {
-                    if let Some(p) = payload.take() {
-                        c.publish(0, p.into(), true);
-                    }
-                }
-                client::Event::Published(receivers) => return Ok(receivers),
-                client::Event::Message(_) => {}
-            }
-        }
-        if !c.output().is_empty() {
-            continue;
-        }
-        let n = stream
-            .read(&mut chunk)
-            .map_err(|e| format!("no reply from Redis at {target}: {e}"))?;
-        if n == 0 {
-            return Err(format!("Redis at {target} closed the connection"));
-        }
-        c.received(0, &chunk[..n]).map_err(|e| e.0)?;
-    }
-}
-
-trait ReadWrite: std::io::Read + std::io::Write {}
-impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 
 #[cfg(test)]
 mod tests {

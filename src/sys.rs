@@ -1,0 +1,47 @@
+//! The crate's only calls into libc, each with its SAFETY reasoning: raise
+//! the open-files limit at start (`getrlimit`, `setrlimit`) and signal a
+//! running server for `revurb restart` (`kill`). The rest of the crate is
+//! `#![deny(unsafe_code)]`; this module is the one exception, so a reviewer
+//! reads every `unsafe` block here and nowhere else.
+//!
+//! It does not decide anything: the callers choose the signal and log the
+//! limits.
+
+#![allow(unsafe_code)]
+
+use std::io;
+
+/// Raise the open-files soft limit to the hard limit; returns (old soft, new soft, hard).
+pub fn raise_nofile_limit() -> io::Result<(u64, u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass, which is a valid,
+    // properly aligned `rlimit` that lives for the whole call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let old = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        let new = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass, valid for the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim = new;
+    }
+    Ok((old, lim.rlim_cur, lim.rlim_max))
+}
+
+/// Send `sig` to process `pid`.
+pub fn signal_process(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
