@@ -35,10 +35,16 @@ static:
 	@file target/$(MUSL_TARGET)/release/revurb
 	@ls -l target/$(MUSL_TARGET)/release/revurb
 
+# The binary and the man pages: revurb(1), revurb.json(5), revurb-protocol(7),
+# revurb-scaling(7). The contrib/ files expect $(PREFIX)/bin = /usr/local/bin.
+MAN_DIR = $(DESTDIR)$(PREFIX)/share/man
+
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -d $(DESTDIR)$(PREFIX)/bin $(MAN_DIR)/man1 $(MAN_DIR)/man5 $(MAN_DIR)/man7
 	install -m 0755 target/release/revurb $(DESTDIR)$(PREFIX)/bin/revurb
-	install -m 0644 man/revurb.1 $(DESTDIR)$(PREFIX)/share/man/man1/revurb.1
+	install -m 0644 man/*.1 $(MAN_DIR)/man1/
+	install -m 0644 man/*.5 $(MAN_DIR)/man5/
+	install -m 0644 man/*.7 $(MAN_DIR)/man7/
 
 clean:
 	$(CARGO) clean

@@ -1,33 +1,81 @@
-//! The man page and the README name every command-line flag, environment
-//! variable and configuration key the code knows, so neither can fall behind.
+//! The man pages under `man/` are the one reference: they name every
+//! command-line flag, environment variable and configuration key the code
+//! knows, render without warnings, and are all installed. The README stays a
+//! short guide that points to them, and the samples and example files it
+//! shows work with the binary as built.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use revurb::cli::{FLAGS, GLOBAL_FLAGS};
 use revurb::config::{APP_OPTIONS, OPTIONS};
 
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const BIN: &str = env!("CARGO_BIN_EXE_revurb");
+
+/// The README is what a newcomer reads in ten minutes; the reference lives in
+/// the man pages.
+const README_MAX_LINES: usize = 300;
+
 fn read(path: &str) -> String {
-    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    let full = format!("{ROOT}/{path}");
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("cannot read {full}: {e}"))
 }
 
-/// The man page with roff escapes for `-` undone, so `\-\-port` reads `--port`.
-fn man_text() -> String {
-    read("man/revurb.1")
-        .replace("\\-", "-")
+/// Every man page under `man/` (`revurb.1`, `revurb.json.5`, ...), sorted.
+fn man_pages() -> Vec<PathBuf> {
+    let dir = Path::new(ROOT).join("man");
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|p| section(p).is_some())
+        .collect();
+    pages.sort();
+    assert!(!pages.is_empty(), "no man pages under {}", dir.display());
+    pages
+}
+
+/// The section of a man page file, from its last extension (`revurb.json.5` is 5).
+fn section(page: &Path) -> Option<char> {
+    let ext = page.extension()?.to_str()?;
+    let mut chars = ext.chars();
+    let c = chars.next()?;
+    (c.is_ascii_digit() && chars.next().is_none()).then_some(c)
+}
+
+/// The name a page is cited by in SEE ALSO: `revurb.json.5` is `revurb.json (5)`.
+fn citation(page: &Path) -> String {
+    let stem = page.file_stem().unwrap().to_str().unwrap();
+    format!("{stem} ({})", section(page).unwrap())
+}
+
+/// Roff escapes undone, so `\-\-port` reads `--port`.
+fn unescape(roff: &str) -> String {
+    roff.replace("\\-", "-")
         .replace("\\&", "")
         .replace("\\(em", "-")
+        .replace("\\(dq", "\"")
+        .replace("\\(aq", "'")
+}
+
+/// Every man page, escapes undone, one after another.
+fn man_text() -> String {
+    man_pages()
+        .iter()
+        .map(|p| unescape(&std::fs::read_to_string(p).unwrap()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
 fn man_page_lists_every_flag() {
     let man = man_text();
     for (flag, _, _) in FLAGS {
-        assert!(
-            man.contains(flag),
-            "man/revurb.1 does not mention the flag {flag}"
-        );
+        assert!(man.contains(flag), "no man page mentions the flag {flag}");
     }
     for (flag, _) in GLOBAL_FLAGS {
-        assert!(man.contains(flag), "man/revurb.1 does not mention {flag}");
+        assert!(man.contains(flag), "no man page mentions {flag}");
     }
 }
 
@@ -35,29 +83,22 @@ fn man_page_lists_every_flag() {
 fn man_page_lists_every_env_var_and_config_key() {
     let man = man_text();
     for opt in OPTIONS {
-        assert!(
-            man.contains(opt.env),
-            "man/revurb.1 does not mention {}",
-            opt.env
-        );
+        assert!(man.contains(opt.env), "no man page mentions {}", opt.env);
         assert!(
             man.contains(opt.json),
-            "man/revurb.1 does not mention the config key {}",
+            "no man page mentions the config key {}",
             opt.json
         );
     }
     for (key, env, _) in APP_OPTIONS {
-        assert!(man.contains(env), "man/revurb.1 does not mention {env}");
-        assert!(
-            man.contains(key),
-            "man/revurb.1 does not mention the app key {key}"
-        );
+        assert!(man.contains(env), "no man page mentions {env}");
+        assert!(man.contains(key), "no man page mentions the app key {key}");
     }
 }
 
 #[test]
 fn man_page_lists_commands_signals_and_exit_statuses() {
-    let man = man_text();
+    let man = unescape(&read("man/revurb.1"));
     for word in [
         "start",
         "restart",
@@ -73,53 +114,262 @@ fn man_page_lists_commands_signals_and_exit_statuses() {
     }
 }
 
+/// Each page cites every other page in its SEE ALSO section, so a reader who
+/// lands on any of them finds the rest.
 #[test]
-fn readme_lists_every_env_var_and_flag() {
-    let readme = read("README.md");
-    for opt in OPTIONS {
-        assert!(
-            readme.contains(opt.env),
-            "README.md does not mention {}",
-            opt.env
-        );
-        assert!(
-            readme.contains(opt.json),
-            "README.md does not mention {}",
-            opt.json
-        );
-    }
-    for (_, env, _) in APP_OPTIONS {
-        assert!(readme.contains(env), "README.md does not mention {env}");
-    }
-    for (flag, _, _) in FLAGS {
-        assert!(readme.contains(flag), "README.md does not mention {flag}");
-    }
-    for cmd in ["make run", "make test"] {
-        assert!(readme.contains(cmd), "README.md does not mention `{cmd}`");
+fn man_pages_cite_each_other_in_see_also() {
+    let pages = man_pages();
+    for page in &pages {
+        let text = unescape(&std::fs::read_to_string(page).unwrap());
+        let see_also = text
+            .split(".SH SEE ALSO")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{} has no SEE ALSO section", page.display()));
+        let see_also = see_also.replace(".BR ", "").replace(" ,", ",");
+        for other in pages.iter().filter(|o| *o != page) {
+            let cited = citation(other).replace(' ', "");
+            assert!(
+                see_also.replace(' ', "").contains(&cited),
+                "{}'s SEE ALSO does not cite {cited}",
+                page.display()
+            );
+        }
     }
 }
 
-/// `groff -ww` renders the page without warnings (when groff is installed;
+/// `make install` puts every page in the directory of its section.
+#[test]
+fn make_install_installs_every_man_page() {
+    let makefile = read("Makefile");
+    let install = makefile
+        .split("\ninstall:")
+        .nth(1)
+        .expect("the Makefile has an install target");
+    let install: String = install
+        .lines()
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with('\t'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for page in man_pages() {
+        let s = section(&page).unwrap();
+        assert!(
+            install.contains(&format!("man/*.{s} $(MAN_DIR)/man{s}/")),
+            "`make install` does not install {} into man{s}",
+            page.display()
+        );
+    }
+}
+
+/// `groff -ww` renders every page without warnings (when groff is installed;
 /// under CI it must be).
 #[test]
 fn man_page_renders_without_warnings() {
-    let path = format!("{}/man/revurb.1", env!("CARGO_MANIFEST_DIR"));
-    let out = match std::process::Command::new("groff")
-        .args(["-man", "-ww", "-Tutf8", "-z", &path])
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("groff is needed under CI: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIP: groff is not installed ({e}); apt-get install groff-base");
-            return;
-        }
-    };
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    for page in man_pages() {
+        let out = match Command::new("groff")
+            .args(["-man", "-ww", "-Tutf8", "-z"])
+            .arg(&page)
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("groff is needed under CI: {e}")
+            }
+            Err(e) => {
+                eprintln!("SKIP: groff is not installed ({e}); apt-get install groff-base");
+                return;
+            }
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "groff warnings in {}:\n{stderr}",
+            page.display()
+        );
+    }
+}
+
+/// The README is a short guide: the two commands, and pointers to every man
+/// page and to the rest of the documentation, each of which exists. No
+/// placeholder stands in for a URL.
+#[test]
+fn readme_is_short_and_points_to_the_reference() {
+    let readme = read("README.md");
+    let lines = readme.lines().count();
     assert!(
-        out.status.success() && stderr.trim().is_empty(),
-        "groff warnings:\n{stderr}"
+        lines <= README_MAX_LINES,
+        "README.md has {lines} lines, more than {README_MAX_LINES}: move reference to man/ \
+         and design to the module docs"
     );
+    for cmd in ["make run", "make test", "cargo doc --open"] {
+        assert!(readme.contains(cmd), "README.md does not mention `{cmd}`");
+    }
+    for page in man_pages() {
+        let rel = format!("man/{}", page.file_name().unwrap().to_str().unwrap());
+        assert!(readme.contains(&rel), "README.md does not point to {rel}");
+    }
+    for path in [
+        "benches/RESULTS.md",
+        "contrib/",
+        "tests/interop/README.md",
+        "contrib/revurb.example.json",
+    ] {
+        assert!(readme.contains(path), "README.md does not point to {path}");
+        assert!(
+            Path::new(ROOT).join(path).exists(),
+            "README.md points to {path}, which does not exist"
+        );
+    }
+    for placeholder in ["<repository-url>", "<url>", "TODO"] {
+        assert!(
+            !readme.contains(placeholder),
+            "README.md still holds the placeholder {placeholder}"
+        );
+    }
+}
+
+/// A scratch directory for one test, empty, so no `.env` or `revurb.json` of
+/// the checkout is read.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("revurb-docs-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The `revurb config` sample in the README is what the binary prints for the
+/// Laravel `.env` the quick start shows: every line of the sample appears in
+/// the output (a line ending in `...` as the start of an output line).
+#[test]
+fn readme_config_sample_matches_the_binary() {
+    let readme = read("README.md");
+    let env_block = readme
+        .split("```ini\n")
+        .find(|b| b.contains("REVERB_APP_ID="))
+        .and_then(|b| b.split("```").next())
+        .expect("README.md shows the Laravel .env");
+    let env: String = env_block
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let sample = readme
+        .split("$ revurb config\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("README.md shows a `$ revurb config` sample");
+
+    let dir = scratch_dir("config-sample");
+    std::fs::write(dir.join(".env"), env).unwrap();
+    let out = Command::new(BIN)
+        .arg("config")
+        .current_dir(&dir)
+        .env_clear()
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "revurb config failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in sample.lines().filter(|l| l.trim() != "...") {
+        let found = match line.strip_suffix("...") {
+            Some(prefix) => stdout.lines().any(|o| o.starts_with(prefix)),
+            None => stdout.lines().any(|o| o == line),
+        };
+        assert!(
+            found,
+            "README's `revurb config` sample line {line:?} is not in the output:\n{stdout}"
+        );
+    }
+}
+
+/// `contrib/revurb.example.json` is valid as shipped: `revurb config` accepts
+/// it, and `revurb start` on it listens (on free ports, so the test does not
+/// depend on 8080 and 9601 being free).
+#[test]
+fn contrib_example_config_starts_as_shipped() {
+    let example = format!("{ROOT}/contrib/revurb.example.json");
+    let dir = scratch_dir("example");
+
+    let out = Command::new(BIN)
+        .args(["config", "--config", &example])
+        .current_dir(&dir)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "revurb config --config contrib/revurb.example.json exited {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut child = Command::new(BIN)
+        .args([
+            "start",
+            "--config",
+            &example,
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
+        .current_dir(&dir)
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20));
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = line.unwrap_or_default();
+    assert!(
+        line.starts_with("revurb: listening on 127.0.0.1:"),
+        "revurb start --config contrib/revurb.example.json did not listen \
+         (stdout {line:?}, status {status:?})"
+    );
+}
+
+/// Every contrib service file starts the binary where `make install` puts it
+/// by default and with the pid file the README and revurb(1) name, so
+/// `revurb restart --pid-file /run/revurb/revurb.pid` reaches it.
+#[test]
+fn contrib_service_files_use_the_pid_file_and_the_installed_binary() {
+    for file in [
+        "contrib/supervisor/revurb.conf",
+        "contrib/runit/revurb/run",
+        "contrib/systemd/revurb.service",
+    ] {
+        let text = read(file);
+        let start = text
+            .lines()
+            .find(|l| !l.starts_with(['#', ';']) && l.contains("revurb start"))
+            .unwrap_or_else(|| panic!("{file} does not run `revurb start`"));
+        assert!(
+            start.contains("/usr/local/bin/revurb start")
+                && start.contains("--pid-file /run/revurb/revurb.pid"),
+            "{file} runs {start:?}, not /usr/local/bin/revurb start --pid-file /run/revurb/revurb.pid"
+        );
+    }
+    let systemd = read("contrib/systemd/revurb.service");
+    for var in ["REVERB_APP_ID", "REVERB_APP_KEY", "REVERB_APP_SECRET"] {
+        assert!(
+            systemd.contains(var),
+            "contrib/systemd/revurb.service's example environment lacks {var}"
+        );
+    }
 }
