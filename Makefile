@@ -36,7 +36,7 @@ static:
 	@ls -l target/$(MUSL_TARGET)/release/revurb
 
 # The binary and the man pages: revurb(1), revurb.json(5), revurb-protocol(7),
-# revurb-scaling(7). The contrib/ files expect $(PREFIX)/bin = /usr/local/bin.
+# revurb-scaling(7). The contrib/ files expect the default PREFIX: /usr/local/bin/revurb.
 MAN_DIR = $(DESTDIR)$(PREFIX)/share/man
 
 install: build
