@@ -14,9 +14,10 @@
 //!   and a client whose write queue passes the limit is dropped with 4100.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::TcpListener;
@@ -29,7 +30,7 @@ use crate::config::Config;
 use crate::conn::{Chunk, Conn, Phase};
 use crate::http::{self, Parse, Request};
 use crate::metrics::Metrics;
-use crate::pusher::{ConnId, Hub, Output, errors};
+use crate::pusher::{ConnId, Hub, Output, PusherError};
 use crate::router::{self, Action, Listener};
 use crate::scaling;
 use crate::websocket::{self, Event, Step};
@@ -67,14 +68,18 @@ pub struct Server {
     metrics: Metrics,
     hub: Hub,
     conns: Vec<Option<Conn>>,
+    /// The generation of each slot of `conns`, bumped when the slot is
+    /// reused, so the hub's output for a closed connection never reaches
+    /// the next one in its slot.
+    generations: Vec<u32>,
     free: Vec<usize>,
     next_serial: u64,
     /// Loop deadlines: (when, conn, serial); stale entries are skipped.
-    timers: BinaryHeap<Reverse<(u64, ConnId, u64)>>,
+    timers: BinaryHeap<Reverse<(u64, usize, u64)>>,
     /// Connections with queued output to flush this turn.
-    dirty: Vec<ConnId>,
+    dirty: Vec<usize>,
     /// Connections that used their read budget and still have input.
-    more_to_read: Vec<ConnId>,
+    more_to_read: Vec<usize>,
     scratch: Vec<u8>,
     start: Instant,
     accept_paused_until: Option<u64>,
@@ -88,6 +93,11 @@ struct Scaling {
     sub: redis_link::Link,
     publ: redis_link::Link,
     policy: scaling::Policy,
+    /// The hub's publishes (payload, durable), handed to the policy at the
+    /// next `redis_turn`.
+    publishes: VecDeque<(Rc<[u8]>, bool)>,
+    /// The hub asked for a restart (`Output::Restart`).
+    restart: bool,
 }
 
 /// Bind the listeners and build the server; the caller prints the address.
@@ -196,6 +206,8 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
                     tls,
                 ),
                 policy: scaling::Policy::new(sc.queue_limit),
+                publishes: VecDeque::new(),
+                restart: false,
             })
         }
     };
@@ -211,6 +223,7 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
         metrics: Metrics::default(),
         hub,
         conns: Vec::new(),
+        generations: Vec::new(),
         free: Vec::new(),
         next_serial: 1,
         timers: BinaryHeap::new(),
@@ -335,11 +348,25 @@ impl Server {
         Some(Duration::from_millis(next - now + 1))
     }
 
-    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+    /// The hub's id for the connection in slot `id`.
+    fn hub_id(&self, id: usize) -> ConnId {
+        let generation = self.generations.get(id).copied().unwrap_or(0);
+        ConnId::new(id as u32, generation)
+    }
+
+    /// The slot of a hub id, if that connection still holds it.
+    fn slot_of(&self, id: ConnId) -> Option<usize> {
+        let slot = id.slot();
+        (self.generations.get(slot) == Some(&id.generation())
+            && self.conns.get(slot).is_some_and(Option::is_some))
+        .then_some(slot)
+    }
+
+    fn conn_mut(&mut self, id: usize) -> Option<&mut Conn> {
         self.conns.get_mut(id).and_then(Option::as_mut)
     }
 
-    fn mark_dirty(&mut self, id: ConnId) {
+    fn mark_dirty(&mut self, id: usize) {
         if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut)
             && !c.dirty
         {
@@ -348,7 +375,7 @@ impl Server {
         }
     }
 
-    fn set_deadline(&mut self, id: ConnId, at: u64) {
+    fn set_deadline(&mut self, id: usize, at: u64) {
         if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) {
             c.deadline = at;
             self.timers.push(Reverse((at, id, c.serial)));
@@ -378,10 +405,17 @@ impl Server {
             match accepted {
                 Ok((mut stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let id = self.free.pop().unwrap_or_else(|| {
-                        self.conns.push(None);
-                        self.conns.len() - 1
-                    });
+                    let id = match self.free.pop() {
+                        Some(id) => {
+                            self.generations[id] = self.generations[id].wrapping_add(1);
+                            id
+                        }
+                        None => {
+                            self.conns.push(None);
+                            self.generations.push(0);
+                            self.conns.len() - 1
+                        }
+                    };
                     if let Err(e) = self.poll.registry().register(
                         &mut stream,
                         Token(id + FIRST_CONN),
@@ -458,7 +492,7 @@ impl Server {
             self.shutting_down = Some(now);
             let _ = self.poll.registry().deregister(&mut self.listener);
             self.hub.shutdown(now);
-            self.hub.cluster_goodbye();
+            self.hub.cluster_goodbye(now);
             self.drain_hub();
             // HTTP connections are simply closed.
             for id in 0..self.conns.len() {
@@ -511,8 +545,13 @@ impl Server {
             self.hub.cluster_link(now, up);
         }
         self.hub.flush_cluster();
-        sc.policy.backlog(self.hub.cluster_backlog_ready(now));
-        while let Some((payload, durable)) = self.hub.poll_publish() {
+        // the link change and the flush may have moved the backlog gate and
+        // queued publishes: take them from the hub before the policy decides
+        self.drain_hub();
+        let Some(sc) = self.scaling.as_mut() else {
+            return;
+        };
+        while let Some((payload, durable)) = sc.publishes.pop_front() {
             sc.policy
                 .publish(now, &mut sc.publ.client, payload, durable);
         }
@@ -527,7 +566,7 @@ impl Server {
         self.metrics.redis_queued = sc.policy.queued() as u64;
         self.metrics.redis_up = sc.policy.is_up();
         self.metrics.redis_reconnects = sc.sub.reconnects + sc.publ.reconnects;
-        if self.hub.take_restart() {
+        if std::mem::take(&mut sc.restart) {
             log_warn!(
                 "restart signal received over Redis: closing every connection with 4200 and stopping"
             );
@@ -554,7 +593,7 @@ impl Server {
 
     // ---- reading ------------------------------------------------------------
 
-    fn read(&mut self, id: ConnId) {
+    fn read(&mut self, id: usize) {
         let mut budget = READ_BUDGET;
         loop {
             let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
@@ -594,7 +633,7 @@ impl Server {
 
     /// Handle `n` fresh bytes in the scratch buffer. Returns false when the
     /// connection is gone or no more input should be read now.
-    fn handle_bytes(&mut self, id: ConnId, n: usize) -> bool {
+    fn handle_bytes(&mut self, id: usize, n: usize) -> bool {
         let now = self.now();
         let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
             return false;
@@ -627,7 +666,7 @@ impl Server {
     }
 
     /// Run the parsers over `buf`; returns how many bytes were consumed.
-    fn process(&mut self, id: ConnId, buf: &mut [u8], now: u64) -> usize {
+    fn process(&mut self, id: usize, buf: &mut [u8], now: u64) -> usize {
         let mut used = 0;
         loop {
             let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
@@ -661,7 +700,7 @@ impl Server {
                         }
                         Err(e) => {
                             log_debug!("WebSocket error: {e}");
-                            self.hub.close(now, id);
+                            self.hub.close(now, self.hub_id(id));
                             self.close_ws(id, e.close_code(), e.reason(), now);
                             return buf.len();
                         }
@@ -671,24 +710,25 @@ impl Server {
         }
     }
 
-    fn ws_event(&mut self, id: ConnId, event: Event<'_>, now: u64) {
+    fn ws_event(&mut self, id: usize, event: Event<'_>, now: u64) {
+        let hub_id = self.hub_id(id);
         match event {
-            Event::Text(text) => self.hub.message(now, id, &text),
+            Event::Text(text) => self.hub.message(now, hub_id, &text),
             // Reverb hands binary frames to the same handler; they are not
             // Pusher messages, so the hub answers 4200 unless they are JSON.
             Event::Binary(bytes) => match std::str::from_utf8(&bytes) {
-                Ok(text) => self.hub.message(now, id, text),
-                Err(_) => self.hub.message(now, id, ""),
+                Ok(text) => self.hub.message(now, hub_id, text),
+                Err(_) => self.hub.message(now, hub_id, ""),
             },
             Event::Ping(payload) => {
                 let pong = websocket::pong_frame(payload);
                 self.queue(id, Chunk::Owned(pong));
-                self.hub.control(now, id);
+                self.hub.control(now, hub_id);
             }
-            Event::Pong => self.hub.control(now, id),
+            Event::Pong => self.hub.control(now, hub_id),
             Event::Close(code, _reason) => {
                 // Echo the close (RFC 6455 5.5.1) and forget the connection.
-                self.hub.close(now, id);
+                self.hub.close(now, hub_id);
                 let code = match code {
                     Some(c)
                         if (1000..5000).contains(&c) && ![1004, 1005, 1006, 1015].contains(&c) =>
@@ -707,7 +747,7 @@ impl Server {
     // ---- HTTP ---------------------------------------------------------------
 
     /// A complete request: the router decides, the loop carries it out.
-    fn request(&mut self, id: ConnId, req: Request, now: u64) {
+    fn request(&mut self, id: usize, req: Request, now: u64) {
         let Some(c) = self.conns.get(id).and_then(Option::as_ref) else {
             return;
         };
@@ -732,7 +772,7 @@ impl Server {
         self.carry_out(id, action, now);
     }
 
-    fn carry_out(&mut self, id: ConnId, action: Action<'_>, now: u64) {
+    fn carry_out(&mut self, id: usize, action: Action<'_>, now: u64) {
         match action {
             Action::Respond { bytes, close } => self.respond(id, bytes, close, now),
             Action::Upgrade {
@@ -743,7 +783,7 @@ impl Server {
         }
     }
 
-    fn respond(&mut self, id: ConnId, bytes: Vec<u8>, close: bool, now: u64) {
+    fn respond(&mut self, id: usize, bytes: Vec<u8>, close: bool, now: u64) {
         self.queue(id, Chunk::Owned(bytes));
         if close {
             self.begin_close(id, now);
@@ -755,7 +795,7 @@ impl Server {
 
     fn upgrade(
         &mut self,
-        id: ConnId,
+        id: usize,
         handshake: Vec<u8>,
         key: &str,
         origin: Option<&str>,
@@ -769,7 +809,7 @@ impl Server {
                 max_message: 0,
             };
         }
-        if let Some(opened) = self.hub.open(now, id, key, origin)
+        if let Some(opened) = self.hub.open(now, self.hub_id(id), key, origin)
             && let Some(Conn {
                 phase: Phase::WebSocket { max_message, .. },
                 ..
@@ -782,7 +822,7 @@ impl Server {
 
     // ---- output ---------------------------------------------------------------
 
-    fn queue(&mut self, id: ConnId, chunk: Chunk) {
+    fn queue(&mut self, id: usize, chunk: Chunk) {
         let limit = self.cfg.write_queue_limit;
         let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
             return;
@@ -801,7 +841,8 @@ impl Server {
                 self.conns[id].as_ref().map(|c| &c.phase),
                 Some(Phase::WebSocket { .. })
             ) {
-                self.hub.kick(now, id, errors::OVER_CAPACITY);
+                let hub_id = self.hub_id(id);
+                self.hub.kick(now, hub_id, PusherError::OverCapacity);
             } else {
                 self.begin_close(id, now);
             }
@@ -812,17 +853,39 @@ impl Server {
     fn drain_hub(&mut self) {
         while let Some(out) = self.hub.poll_output() {
             match out {
-                Output::Send(id, frame) => self.queue(id, Chunk::Shared(frame)),
-                Output::Close(id, code, reason) => {
-                    let now = self.now();
-                    self.close_ws(id, code, reason, now);
+                Output::Send(id, frame) => {
+                    if let Some(slot) = self.slot_of(id) {
+                        self.queue(slot, Chunk::Shared(frame));
+                    }
+                }
+                Output::Close(id, err) => {
+                    if let Some(slot) = self.slot_of(id) {
+                        let now = self.now();
+                        self.close_ws(slot, err.code(), err.message(), now);
+                    }
+                }
+                // Publishing is redis_turn's: the policy takes them there.
+                Output::Publish { payload, durable } => {
+                    if let Some(sc) = self.scaling.as_mut() {
+                        sc.publishes.push_back((payload, durable));
+                    }
+                }
+                Output::Backlog { open } => {
+                    if let Some(sc) = self.scaling.as_mut() {
+                        sc.policy.backlog(open);
+                    }
+                }
+                Output::Restart => {
+                    if let Some(sc) = self.scaling.as_mut() {
+                        sc.restart = true;
+                    }
                 }
             }
         }
     }
 
     /// Queue a close frame and start closing.
-    fn close_ws(&mut self, id: ConnId, code: u16, reason: &str, now: u64) {
+    fn close_ws(&mut self, id: usize, code: u16, reason: &str, now: u64) {
         if self
             .conns
             .get(id)
@@ -836,7 +899,7 @@ impl Server {
 
     /// After the queue is flushed the write side is shut; input is drained
     /// until EOF or the close deadline.
-    fn begin_close(&mut self, id: ConnId, now: u64) {
+    fn begin_close(&mut self, id: usize, now: u64) {
         if let Some(c) = self.conn_mut(id) {
             if c.is_closing() {
                 return;
@@ -891,12 +954,12 @@ impl Server {
     }
 
     /// Forget a socket now (EOF, error, or the close deadline passed).
-    fn drop_conn(&mut self, id: ConnId) {
+    fn drop_conn(&mut self, id: usize) {
         let now = self.now();
         if let Some(mut c) = self.conns.get_mut(id).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.free.push(id);
-            self.hub.close(now, id);
+            self.hub.close(now, self.hub_id(id));
             self.drain_hub();
         }
     }

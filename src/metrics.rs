@@ -222,7 +222,10 @@ mod tests {
     #[test]
     fn renders_families_and_values() {
         let mut hub = Hub::new(vec![App::new("app-1", "key", "secret")], 1, false);
-        assert!(hub.open(0, 0, "key", None).is_some());
+        assert!(
+            hub.open(0, crate::pusher::ConnId::new(0, 0), "key", None)
+                .is_some()
+        );
         let mut m = Metrics {
             bytes_received: 10,
             bytes_sent: 20,

@@ -373,3 +373,23 @@ fn contrib_service_files_use_the_pid_file_and_the_installed_binary() {
         );
     }
 }
+
+/// An operator who sees a close code or a `pusher:error` finds it, with its
+/// message, in the man pages.
+#[test]
+fn man_pages_list_every_pusher_error_code() {
+    let man = man_text();
+    for e in revurb::pusher::PusherError::ALL {
+        assert!(
+            man.contains(&e.code().to_string()),
+            "the man pages do not mention the error code {}",
+            e.code()
+        );
+        assert!(
+            man.contains(e.message()),
+            "the man pages do not mention the error message {:?} ({})",
+            e.message(),
+            e.code()
+        );
+    }
+}

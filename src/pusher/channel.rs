@@ -336,24 +336,29 @@ mod tests {
     }
 
     // reference 9, ChannelTest 1, 2, 5 (add, remove, dense list)
+    /// Connection `n` (generation 0).
+    fn id(n: u32) -> ConnId {
+        ConnId::new(n, 0)
+    }
+
     #[test]
     fn add_remove_keeps_index_consistent() {
         let mut ch = Channel::new("test");
         for c in 0..5 {
-            assert!(ch.add(c));
+            assert!(ch.add(id(c)));
         }
-        assert!(!ch.add(3));
-        assert!(ch.remove(1));
-        assert!(!ch.remove(1));
+        assert!(!ch.add(id(3)));
+        assert!(ch.remove(id(1)));
+        assert!(!ch.remove(id(1)));
         assert_eq!(ch.len(), 4);
         for c in [0, 2, 3, 4] {
-            assert!(ch.contains(c));
+            assert!(ch.contains(id(c)));
         }
         let mut subs = ch.subs.clone();
         subs.sort();
-        assert_eq!(subs, vec![0, 2, 3, 4]);
+        assert_eq!(subs, vec![id(0), id(2), id(3), id(4)]);
         for c in [0, 2, 3, 4] {
-            assert!(ch.remove(c));
+            assert!(ch.remove(id(c)));
         }
         assert!(ch.is_empty());
     }
@@ -371,16 +376,19 @@ mod tests {
     #[test]
     fn presence_counts_unique_users() {
         let mut p = Presence::default();
-        assert!(p.add(1, member(Value::from(1), "Joe")));
-        assert!(p.add(2, member(Value::from(2), "Joe")));
-        assert!(!p.add(3, member(Value::from("1"), "Joe")));
+        assert!(p.add(id(1), member(Value::from(1), "Joe")));
+        assert!(p.add(id(2), member(Value::from(2), "Joe")));
+        assert!(!p.add(id(3), member(Value::from("1"), "Joe")));
         assert_eq!(
             p.snapshot(),
             r#"{"presence":{"count":2,"ids":[1,2],"hash":{"1":{"name":"Joe"},"2":{"name":"Joe"}}}}"#
         );
-        assert!(p.remove(1).is_none());
-        assert_eq!(p.remove(3).map(|m| m.key.clone()), Some("1".to_string()));
-        assert!(p.remove(3).is_none());
+        assert!(p.remove(id(1)).is_none());
+        assert_eq!(
+            p.remove(id(3)).map(|m| m.key.clone()),
+            Some("1".to_string())
+        );
+        assert!(p.remove(id(3)).is_none());
         assert_eq!(p.users.len(), 1);
     }
 

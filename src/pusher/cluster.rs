@@ -1,7 +1,7 @@
 //! The hub's side of horizontal scaling: what this node tells the others
 //! through Redis, and its view of every other live node. Sans-IO like the rest
-//! of the hub: messages come in as bytes (`remote`), go out through
-//! `poll_publish`, and time is a parameter.
+//! of the hub: messages come in as bytes (`remote`), go out as
+//! `Output::Publish` through the hub's `poll_output`, and time is a parameter.
 //!
 //! The design (README "Scaling"): every node keeps a copy of what each other
 //! node holds — open connections per app, subscribers per channel, presence
@@ -31,7 +31,7 @@ use std::rc::Rc;
 use serde_json::Value;
 
 use super::channel::{self, Member};
-use super::{AppId, ConnId, Frame, Hub, message};
+use super::{AppId, ConnId, Frame, Hub, Output, message};
 use crate::redis::envelope::{AppState as WireApp, Body, CachedEvent, Envelope};
 use crate::websocket;
 
@@ -59,8 +59,8 @@ pub struct Cluster {
     nodes: HashMap<String, Node>,
     /// Apps whose counts changed since the last flush, with the channels.
     dirty: HashMap<AppId, HashSet<Rc<str>>>,
-    publish: VecDeque<(Rc<[u8]>, bool)>,
-    restart: bool,
+    /// The backlog gate as last told to the loop (`Output::Backlog`).
+    backlog_open: bool,
     /// After the link came back: nodes known before that have not spoken
     /// since, and until when to wait for them before sending the backlog.
     resync: HashSet<String>,
@@ -103,8 +103,7 @@ impl Cluster {
             next_heartbeat: 0,
             nodes: HashMap::new(),
             dirty: HashMap::new(),
-            publish: VecDeque::new(),
-            restart: false,
+            backlog_open: false,
             resync: HashSet::new(),
             resync_until: 0,
             retired: VecDeque::new(),
@@ -141,6 +140,8 @@ impl Hub {
     /// Turn on scaling with this node id.
     pub fn enable_cluster(&mut self, node: String, timeout_ms: u64) {
         self.cluster = Some(Box::new(Cluster::new(node, timeout_ms)));
+        // the loop learns the gate's first state (closed: the link is down)
+        self.out.push_back(Output::Backlog { open: false });
     }
 
     pub fn cluster(&self) -> Option<&Cluster> {
@@ -152,29 +153,23 @@ impl Hub {
         1 + self.cluster.as_ref().map_or(0, |c| c.nodes.len())
     }
 
-    /// The next message for Redis and whether it must survive an outage.
-    pub fn poll_publish(&mut self) -> Option<(Rc<[u8]>, bool)> {
-        self.cluster.as_mut()?.publish.pop_front()
-    }
-
-    /// Whether publishes held through an outage may go out: every node known
-    /// before the link came back has spoken since (so it is subscribed
-    /// again), or node_timeout has passed.
-    pub fn cluster_backlog_ready(&mut self, now: u64) -> bool {
+    /// Tell the loop (`Output::Backlog`) when the gate on publishes held
+    /// through an outage changes: open once every node known before the link
+    /// came back has spoken since (so it is subscribed again), or
+    /// node_timeout has passed; closed while the link is down. Called at the
+    /// end of every input that can move it.
+    pub(super) fn cluster_backlog_gate(&mut self, now: u64) {
         let Some(c) = self.cluster.as_mut() else {
-            return true;
+            return;
         };
         if !c.resync.is_empty() && now >= c.resync_until {
             c.resync.clear();
         }
-        c.link_up && c.resync.is_empty()
-    }
-
-    /// `revurb restart` arrived over Redis.
-    pub fn take_restart(&mut self) -> bool {
-        self.cluster
-            .as_mut()
-            .is_some_and(|c| std::mem::take(&mut c.restart))
+        let open = c.link_up && c.resync.is_empty();
+        if open != c.backlog_open {
+            c.backlog_open = open;
+            self.out.push_back(Output::Backlog { open });
+        }
     }
 
     /// Both Redis connections are up (`true`) or one went down (`false`).
@@ -199,6 +194,7 @@ impl Hub {
             let apps = self.local_state(now);
             self.publish(Body::State { apps, reply: true });
         }
+        self.cluster_backlog_gate(now);
     }
 
     pub(super) fn publish(&mut self, body: Body) {
@@ -210,8 +206,8 @@ impl Hub {
             return; // the full state sent on reconnect replaces it
         }
         c.seq += 1;
-        let bytes = Envelope::new(&c.node, c.seq, body).encode();
-        c.publish.push_back((bytes.into(), durable));
+        let payload = Envelope::new(&c.node, c.seq, body).encode().into();
+        self.out.push_back(Output::Publish { payload, durable });
     }
 
     /// Tell the others everything again (after the app list changed).
@@ -227,13 +223,14 @@ impl Hub {
 
     /// This node is shutting down (after its connections were closed): send
     /// what changed, then say goodbye so the others forget it at once.
-    pub fn cluster_goodbye(&mut self) {
+    pub fn cluster_goodbye(&mut self, now: u64) {
         if self.cluster.as_ref().is_some_and(|c| c.link_up) {
             self.flush_cluster();
             self.publish(Body::Bye);
             if let Some(c) = self.cluster.as_mut() {
                 c.link_up = false; // nothing after the goodbye but deliveries
             }
+            self.cluster_backlog_gate(now);
         }
     }
 
@@ -438,6 +435,11 @@ impl Hub {
 
     /// One message from the Redis channel.
     pub fn remote(&mut self, now: u64, payload: &[u8]) {
+        self.remote_message(now, payload);
+        self.cluster_backlog_gate(now);
+    }
+
+    fn remote_message(&mut self, now: u64, payload: &[u8]) {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
@@ -466,7 +468,7 @@ impl Hub {
         match env.body {
             Body::Restart => {
                 crate::log_debug!("cluster: restart message from {}", env.node);
-                c.restart = true;
+                self.out.push_back(Output::Restart);
                 return;
             }
             Body::Bye => {

@@ -3,8 +3,11 @@
 //! It owns apps, connections, channels, presence members and cached events.
 //! Inputs come in as method calls with the current time in milliseconds
 //! (`open`, `message`, `control`, `close`, `handle_timeout`, and the HTTP API
-//! calls); what must go out is queued as [`Output`]s for the event loop to
-//! carry out (`poll_output`), and the next deadline is `poll_timeout`.
+//! calls); everything that must go out (frames, closes, cluster publishes,
+//! the outage-backlog gate, a restart) is queued as one [`Output`] enum for
+//! the event loop to carry out (`poll_output`), and the next deadline is
+//! `poll_timeout`. A connection is a [`ConnId`] (slot and generation): input
+//! for a generation that is not the slot's live one is ignored.
 //!
 //! It never touches a socket or the clock, so tests drive hours of pings in
 //! microseconds. Frames are built here once per message and shared between
@@ -18,6 +21,7 @@
 pub mod app;
 pub mod channel;
 pub mod cluster;
+mod error;
 pub mod message;
 
 use std::cmp::Reverse;
@@ -28,12 +32,11 @@ use serde_json::{Map, Value};
 
 pub use app::{App, ClientEvents, RateLimit};
 use channel::{Auth, CACHE_TTL_MS, Cached, Channel, Member, SERVER_TO_USER_PREFIX};
+pub use error::PusherError;
 
 use crate::redis::envelope as cluster_wire;
 use crate::websocket;
 
-/// The event loop's handle for a connection (its slab index).
-pub type ConnId = usize;
 /// A complete WebSocket frame, shared between recipients.
 pub type Frame = Rc<[u8]>;
 /// Index of an app in the hub.
@@ -42,40 +45,67 @@ pub type AppId = usize;
 /// Most channels one connection may be subscribed to at once.
 pub const MAX_CHANNELS_PER_CONNECTION: usize = 100;
 
-/// What the event loop must do.
+/// The event loop's handle for a connection: the slot of its slab, and a
+/// generation the loop bumps each time it reuses the slot. The hub keeps the
+/// generation it was opened with and ignores input for, and never emits
+/// output to, any other, so a late output for a closed connection can never
+/// reach the next connection in its slot.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct ConnId {
+    slot: u32,
+    generation: u32,
+}
+
+impl ConnId {
+    pub const fn new(slot: u32, generation: u32) -> ConnId {
+        ConnId { slot, generation }
+    }
+
+    /// The slab index the loop gave this connection.
+    pub const fn slot(self) -> usize {
+        self.slot as usize
+    }
+
+    pub const fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.slot, self.generation)
+    }
+}
+
+/// What the event loop must do: the hub's one output door.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Queue this frame on the connection.
     Send(ConnId, Frame),
-    /// Send a close frame with this code and reason, then close the socket.
-    /// The hub has already forgotten the connection.
-    Close(ConnId, u16, &'static str),
+    /// Send a close frame with this error's code and message, then close the
+    /// socket. The hub has already forgotten the connection.
+    Close(ConnId, PusherError),
+    /// Publish this message on the cluster channel. `durable`: it must
+    /// survive a Redis outage (held in the outage queue and sent once the
+    /// backlog opens); otherwise it goes out now or never.
+    Publish { payload: Rc<[u8]>, durable: bool },
+    /// Whether publishes held through an outage may go out now: every node
+    /// known before the link came back has spoken since, or `node_timeout`
+    /// has passed. Emitted whenever it changes (closed until the link is up).
+    Backlog { open: bool },
+    /// `revurb restart` arrived over the cluster channel: close every
+    /// connection with 4200 and stop.
+    Restart,
 }
 
-/// Pusher error codes and messages, exactly as Reverb and Pusher send them.
-pub mod errors {
-    pub const APP_NOT_FOUND: (u16, &str) = (4001, "Application does not exist");
-    pub const OVER_QUOTA: (u16, &str) = (4004, "Application is over connection quota");
-    pub const ORIGIN: (u16, &str) = (4009, "Origin not allowed");
-    pub const UNAUTHORIZED: (u16, &str) = (4009, "Connection is unauthorized");
-    pub const NOT_MEMBER: (u16, &str) =
-        (4009, "The client is not a member of the specified channel.");
-    pub const INVALID_CHANNEL: (u16, &str) = (4009, "Invalid channel name.");
-    pub const OVER_CAPACITY: (u16, &str) = (4100, "Over capacity");
-    pub const INVALID_MESSAGE: (u16, &str) = (4200, "Invalid message format");
-    pub const SHUTDOWN: (u16, &str) = (4200, "Server shutting down");
-    pub const PONG_TIMEOUT: (u16, &str) = (4201, "Pong reply not received in time");
-    pub const RATE_LIMIT: (u16, &str) = (4301, "Rate limit exceeded");
-    pub const CLIENT_EVENTS_OFF: (u16, &str) =
-        (4301, "The app does not have client messaging enabled.");
-    pub const CLIENT_EVENTS_CHANNEL: (u16, &str) = (
-        4301,
-        "Client events are only allowed on private and presence channels.",
-    );
-    pub const TOO_MANY_CHANNELS: (u16, &str) = (4300, "Too many channels for one connection.");
-    pub const PRESENCE_FULL: (u16, &str) = (4009, "Presence channel is full.");
-    pub const USER_INFO_TOO_BIG: (u16, &str) = (4009, "Presence user_info is too large.");
-    pub const TERMINATED: (u16, &str) = (4009, "Connection terminated");
+impl Output {
+    /// The connection a `Send` or `Close` is for.
+    pub fn conn(&self) -> Option<ConnId> {
+        match self {
+            Output::Send(c, _) | Output::Close(c, _) => Some(*c),
+            _ => None,
+        }
+    }
 }
 
 /// What the loop needs to know about an accepted WebSocket.
@@ -86,6 +116,8 @@ pub struct Opened {
 
 #[derive(Debug)]
 struct Conn {
+    /// The id it was opened with (its slot's live generation).
+    id: ConnId,
     app: AppId,
     socket_id: u64,
     last_seen: u64,
@@ -218,12 +250,13 @@ impl Hub {
         let doomed: Vec<ConnId> = self
             .conns
             .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.as_ref().filter(|c| c.app >= first_removed).map(|_| i))
+            .flatten()
+            .filter(|c| c.app >= first_removed)
+            .map(|c| c.id)
             .collect();
         for conn in doomed {
-            self.send_error(conn, errors::SHUTDOWN);
-            self.terminate(now, conn, errors::SHUTDOWN);
+            self.send_error(conn, PusherError::Shutdown);
+            self.terminate(now, conn, PusherError::Shutdown);
         }
         self.apps.truncate(first_removed);
         self.cluster_resend_state(now);
@@ -270,9 +303,9 @@ impl Hub {
         self.send(conn, websocket::text_frame(json).into());
     }
 
-    fn send_error(&mut self, conn: ConnId, (code, message): (u16, &str)) {
-        *self.stats.errors_sent.entry(code).or_default() += 1;
-        self.send_json(conn, &message::error(code, message));
+    fn send_error(&mut self, conn: ConnId, err: PusherError) {
+        *self.stats.errors_sent.entry(err.code()).or_default() += 1;
+        self.send_json(conn, &message::error(err.code(), err.message()));
     }
 
     fn socket_id_of(&self, conn: ConnId) -> String {
@@ -280,12 +313,24 @@ impl Hub {
             .map_or_else(|| "?".to_string(), |c| format_socket_id(c.socket_id))
     }
 
+    /// The live connection `conn`, if its slot holds that generation.
     fn conn(&self, conn: ConnId) -> Option<&Conn> {
-        self.conns.get(conn).and_then(Option::as_ref)
+        self.conns
+            .get(conn.slot())
+            .and_then(Option::as_ref)
+            .filter(|c| c.id == conn)
     }
 
     fn conn_mut(&mut self, conn: ConnId) -> Option<&mut Conn> {
-        self.conns.get_mut(conn).and_then(Option::as_mut)
+        self.conns
+            .get_mut(conn.slot())
+            .and_then(Option::as_mut)
+            .filter(|c| c.id == conn)
+    }
+
+    /// The ids of every live connection, in slot order.
+    fn live_ids(&self) -> Vec<ConnId> {
+        self.conns.iter().flatten().map(|c| c.id).collect()
     }
 
     // ---- connection lifecycle ---------------------------------------------
@@ -300,14 +345,22 @@ impl Hub {
         app_key: &str,
         origin: Option<&str>,
     ) -> Option<Opened> {
-        let refuse = |hub: &mut Hub, err: (u16, &'static str)| {
+        // Whatever the slot held before is gone: the loop only reuses a slot
+        // for a new connection (a new generation), or reopens one it never
+        // closed. Either way its queued output must not reach this one.
+        if let Some(old) = self.conns.get(conn.slot()).and_then(Option::as_ref) {
+            let old = old.id;
+            self.close(now, old);
+            self.out.retain(|o| o.conn() != Some(old));
+        }
+        let refuse = |hub: &mut Hub, err: PusherError| {
             hub.send_error(conn, err);
-            hub.out.push_back(Output::Close(conn, err.0, err.1));
+            hub.out.push_back(Output::Close(conn, err));
             None
         };
         let Some(app) = self.app_by_key(app_key) else {
             crate::log_debug!("Connection refused: unknown app key {app_key:?}");
-            return refuse(self, errors::APP_NOT_FOUND);
+            return refuse(self, PusherError::AppNotFound);
         };
         // the quota counts the app's connections on every node
         let open = self.cluster_connection_count(app);
@@ -316,10 +369,10 @@ impl Hub {
             .max_connections
             .is_some_and(|max| open >= max)
         {
-            return refuse(self, errors::OVER_QUOTA);
+            return refuse(self, PusherError::OverQuota);
         }
         if !self.apps[app].config.origin_allowed(origin) {
-            return refuse(self, errors::ORIGIN);
+            return refuse(self, PusherError::Origin);
         }
         let socket_id = loop {
             let r = self.next_random();
@@ -330,14 +383,11 @@ impl Hub {
                 break id;
             }
         };
-        if self.conns.len() <= conn {
-            self.conns.resize_with(conn + 1, || None);
+        if self.conns.len() <= conn.slot() {
+            self.conns.resize_with(conn.slot() + 1, || None);
         }
-        if self.conns[conn].is_some() {
-            // the loop reused an id it never closed: forget the old one first
-            self.close(now, conn);
-        }
-        self.conns[conn] = Some(Conn {
+        self.conns[conn.slot()] = Some(Conn {
+            id: conn,
             app,
             socket_id,
             last_seen: now,
@@ -371,7 +421,10 @@ impl Hub {
 
     /// The socket closed (or the loop closed it): unsubscribe from everything.
     pub fn close(&mut self, _now: u64, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(conn).and_then(Option::take) else {
+        if self.conn(conn).is_none() {
+            return; // not open, or an older generation of its slot
+        }
+        let Some(c) = self.conns.get_mut(conn.slot()).and_then(Option::take) else {
             return;
         };
         crate::log_debug!("Connection Closed {}", format_socket_id(c.socket_id));
@@ -385,26 +438,24 @@ impl Hub {
     }
 
     /// Forget a connection and tell the loop to close it with `code`.
-    fn terminate(&mut self, now: u64, conn: ConnId, (code, reason): (u16, &'static str)) {
+    fn terminate(&mut self, now: u64, conn: ConnId, err: PusherError) {
         if self.conn(conn).is_some() {
             self.close(now, conn);
-            self.out.push_back(Output::Close(conn, code, reason));
+            self.out.push_back(Output::Close(conn, err));
         }
     }
 
     /// Close every connection with 4200 (shutdown or restart).
     pub fn shutdown(&mut self, now: u64) {
-        for conn in 0..self.conns.len() {
-            if self.conns[conn].is_some() {
-                self.send_error(conn, errors::SHUTDOWN);
-                self.terminate(now, conn, errors::SHUTDOWN);
-            }
+        for conn in self.live_ids() {
+            self.send_error(conn, PusherError::Shutdown);
+            self.terminate(now, conn, PusherError::Shutdown);
         }
     }
 
     /// Close one connection from the loop's side (for example a slow reader
     /// over its write-queue limit) with a Pusher error.
-    pub fn kick(&mut self, now: u64, conn: ConnId, err: (u16, &'static str)) {
+    pub fn kick(&mut self, now: u64, conn: ConnId, err: PusherError) {
         if self.conn(conn).is_some() {
             // Frames still waiting for it must not follow the clear: the
             // stream would skip events and then go on.
@@ -421,17 +472,13 @@ impl Hub {
             self.sweep_caches(now);
         }
         self.cluster_timeout(now);
+        self.cluster_backlog_gate(now);
         while let Some(&Reverse((deadline, conn, sid))) = self.timers.peek() {
             if deadline > now {
                 break;
             }
             self.timers.pop();
-            let Some(c) = self
-                .conns
-                .get(conn)
-                .and_then(Option::as_ref)
-                .filter(|c| c.socket_id == sid)
-            else {
+            let Some(c) = self.conn(conn).filter(|c| c.socket_id == sid) else {
                 continue; // closed since
             };
             let interval = self.apps[c.app].config.ping_interval * 1000;
@@ -458,8 +505,8 @@ impl Hub {
                 }
                 Some(_) => {
                     crate::log_debug!("Connection Pruned {}", format_socket_id(sid));
-                    self.send_error(conn, errors::PONG_TIMEOUT);
-                    self.terminate(now, conn, errors::PONG_TIMEOUT);
+                    self.send_error(conn, PusherError::PongTimeout);
+                    self.terminate(now, conn, PusherError::PongTimeout);
                 }
             }
         }
@@ -499,7 +546,7 @@ impl Hub {
             return;
         }
         let Ok(Value::Object(mut msg)) = serde_json::from_str::<Value>(text) else {
-            return self.send_error(conn, errors::INVALID_MESSAGE);
+            return self.send_error(conn, PusherError::InvalidMessage);
         };
         // Reverb decodes a `data` string that holds JSON (its PR #352).
         if let Some(Value::String(s)) = msg.get("data")
@@ -509,7 +556,7 @@ impl Hub {
         }
         let event = match msg.get("event") {
             Some(Value::String(e)) => e.clone(),
-            _ => return self.send_error(conn, errors::INVALID_MESSAGE),
+            _ => return self.send_error(conn, PusherError::InvalidMessage),
         };
         let data = msg.remove("data").unwrap_or(Value::Null);
         let result = match event.as_str() {
@@ -535,14 +582,14 @@ impl Hub {
                 self.client_event(now, conn, app, &event, msg.get("channel"), data)
             }
             e if e.starts_with("pusher:") || e.starts_with("pusher_internal:") => {
-                Err(errors::INVALID_MESSAGE)
+                Err(PusherError::InvalidMessage)
             }
             // Any other name: checked like a client event, then ignored (Reverb).
             _ => match (msg.get("channel"), &data) {
                 (Some(Value::String(_)), Value::Null | Value::Object(_) | Value::Array(_)) => {
                     Ok(())
                 }
-                _ => Err(errors::INVALID_MESSAGE),
+                _ => Err(PusherError::InvalidMessage),
             },
         };
         if let Err(err) = result {
@@ -561,9 +608,9 @@ impl Hub {
         let window_open =
             c.rate_count > 0 && now < c.rate_window_start + limit.decay_seconds * 1000;
         if window_open && c.rate_count >= limit.max_attempts {
-            self.send_error(conn, errors::RATE_LIMIT);
+            self.send_error(conn, PusherError::RateLimit);
             if limit.terminate_on_limit {
-                self.terminate(now, conn, errors::RATE_LIMIT);
+                self.terminate(now, conn, PusherError::RateLimit);
             }
             return false;
         }
@@ -581,28 +628,28 @@ impl Hub {
         conn: ConnId,
         app: AppId,
         data: &Value,
-    ) -> Result<(), (u16, &'static str)> {
+    ) -> Result<(), PusherError> {
         let Value::Object(data) = data else {
-            return Err(errors::INVALID_MESSAGE);
+            return Err(PusherError::InvalidMessage);
         };
         let Some(Value::String(name)) = data.get("channel") else {
-            return Err(errors::INVALID_MESSAGE);
+            return Err(PusherError::InvalidMessage);
         };
         let auth = match data.get("auth") {
             None | Some(Value::Null) => None,
             Some(Value::String(a)) => Some(a.as_str()),
-            Some(_) => return Err(errors::INVALID_MESSAGE),
+            Some(_) => return Err(PusherError::InvalidMessage),
         };
         let channel_data = match data.get("channel_data") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
                 Ok(v) => Some((s.as_str(), v)),
-                Err(_) => return Err(errors::INVALID_MESSAGE),
+                Err(_) => return Err(PusherError::InvalidMessage),
             },
-            Some(_) => return Err(errors::INVALID_MESSAGE),
+            Some(_) => return Err(PusherError::InvalidMessage),
         };
         if !channel::valid_name(name) && !channel::valid_api_name(name) {
-            return Err(errors::INVALID_CHANNEL);
+            return Err(PusherError::InvalidChannel);
         }
         let kind = channel::Kind::of(name);
         let socket_id = self.socket_id_of(conn);
@@ -618,7 +665,7 @@ impl Hub {
                     .and_then(|c| c.user.as_deref())
                     .is_some_and(|u| name.strip_prefix(SERVER_TO_USER_PREFIX) == Some(u));
                 if !own {
-                    return Err(errors::INVALID_CHANNEL);
+                    return Err(PusherError::InvalidChannel);
                 }
                 self.send_json(
                     conn,
@@ -644,19 +691,19 @@ impl Hub {
                     signed_data,
                     auth,
                 ) {
-                    return Err(errors::UNAUTHORIZED);
+                    return Err(PusherError::Unauthorized);
                 }
                 if kind.auth == Auth::Presence {
                     let Some((_, Value::Object(cd))) = channel_data else {
-                        return Err(errors::UNAUTHORIZED);
+                        return Err(PusherError::Unauthorized);
                     };
                     let Some(key) = cd.get("user_id").and_then(channel::user_key) else {
-                        return Err(errors::UNAUTHORIZED);
+                        return Err(PusherError::Unauthorized);
                     };
                     if let Some(info) = cd.get("user_info")
                         && info.to_string().len() > cfg.max_user_info_size
                     {
-                        return Err(errors::USER_INFO_TOO_BIG);
+                        return Err(PusherError::UserInfoTooBig);
                     }
                     member = Some(Rc::new(Member {
                         user_id: cd.get("user_id").cloned().unwrap_or(Value::Null),
@@ -674,7 +721,7 @@ impl Hub {
         // the server-managed #server-to-user- channel of a signin does not count
         let used = c.channels.iter().filter(|n| !n.starts_with('#')).count();
         if !already && used >= MAX_CHANNELS_PER_CONNECTION {
-            return Err(errors::TOO_MANY_CHANNELS);
+            return Err(PusherError::TooManyChannels);
         }
         // A full presence channel admits only users already in it.
         if let Some(m) = &member {
@@ -687,7 +734,7 @@ impl Hub {
                 && !self.remote_has_user(app, name, &m.key)
                 && self.cluster_members(app, name).len() >= max_members
             {
-                return Err(errors::PRESENCE_FULL);
+                return Err(PusherError::PresenceFull);
             }
         }
         let mut replaced = false;
@@ -775,14 +822,9 @@ impl Hub {
             .map_or_else(|| Rc::from(name), |(k, _)| k.clone())
     }
 
-    fn unsubscribe(
-        &mut self,
-        conn: ConnId,
-        app: AppId,
-        data: &Value,
-    ) -> Result<(), (u16, &'static str)> {
+    fn unsubscribe(&mut self, conn: ConnId, app: AppId, data: &Value) -> Result<(), PusherError> {
         let Some(Value::String(name)) = data.get("channel") else {
-            return Err(errors::INVALID_MESSAGE);
+            return Err(PusherError::InvalidMessage);
         };
         if channel::Kind::of(name).auth == Auth::ServerToUser {
             return Ok(()); // only the server manages these
@@ -826,11 +868,11 @@ impl Hub {
         conn: ConnId,
         app: AppId,
         data: &Value,
-    ) -> Result<(), (u16, &'static str)> {
+    ) -> Result<(), PusherError> {
         let (Some(Value::String(auth)), Some(Value::String(user_data))) =
             (data.get("auth"), data.get("user_data"))
         else {
-            return Err(errors::INVALID_MESSAGE);
+            return Err(PusherError::InvalidMessage);
         };
         let cfg = &self.apps[app].config;
         let socket_id = self.socket_id_of(conn);
@@ -840,8 +882,8 @@ impl Hub {
         let ok = crate::auth::verify_user_auth(&cfg.key, &cfg.secret, &socket_id, user_data, auth);
         let (true, Some(user_id)) = (ok, user_id) else {
             // port decisions: failed signin is 4009 and the connection closes
-            self.send_error(conn, errors::UNAUTHORIZED);
-            self.terminate(0, conn, errors::UNAUTHORIZED);
+            self.send_error(conn, PusherError::Unauthorized);
+            self.terminate(0, conn, PusherError::Unauthorized);
             return Ok(());
         };
         let channel = format!("{SERVER_TO_USER_PREFIX}{user_id}");
@@ -882,25 +924,25 @@ impl Hub {
         event: &str,
         channel: Option<&Value>,
         data: Value,
-    ) -> Result<(), (u16, &'static str)> {
+    ) -> Result<(), PusherError> {
         let Some(Value::String(name)) = channel else {
-            return Err(errors::INVALID_MESSAGE);
+            return Err(PusherError::InvalidMessage);
         };
         if !matches!(data, Value::Null | Value::Object(_) | Value::Array(_)) {
-            return Err(errors::INVALID_MESSAGE);
+            return Err(PusherError::InvalidMessage);
         }
         let mode = self.apps[app].config.accept_client_events_from;
         if mode == ClientEvents::None {
-            return Err(errors::CLIENT_EVENTS_OFF);
+            return Err(PusherError::ClientEventsOff);
         }
         let kind = channel::Kind::of(name);
         if !matches!(kind.auth, Auth::Private | Auth::Presence) || kind.encrypted {
-            return Err(errors::CLIENT_EVENTS_CHANNEL);
+            return Err(PusherError::ClientEventsChannel);
         }
         let ch = self.apps[app].channels.get(name.as_str());
         let member = ch.is_some_and(|ch| ch.contains(conn));
         if mode == ClientEvents::Members && !member {
-            return Err(errors::NOT_MEMBER);
+            return Err(PusherError::NotMember);
         }
         let user_id = ch
             .and_then(|ch| ch.presence.as_ref())
@@ -1128,8 +1170,8 @@ impl Hub {
     /// [`Hub::terminate_user`] for this node's connections only.
     fn terminate_user_local(&mut self, now: u64, app: AppId, user_id: &str) -> usize {
         let mut victims = Vec::new();
-        for (id, c) in self.conns.iter().enumerate() {
-            let Some(c) = c else { continue };
+        for c in self.conns.iter().flatten() {
+            let id = c.id;
             if c.app != app {
                 continue;
             }
@@ -1149,8 +1191,8 @@ impl Hub {
             }
         }
         for &conn in &victims {
-            self.send_error(conn, errors::TERMINATED);
-            self.terminate(now, conn, errors::TERMINATED);
+            self.send_error(conn, PusherError::Terminated);
+            self.terminate(now, conn, PusherError::Terminated);
         }
         victims.len()
     }

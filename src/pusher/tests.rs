@@ -26,11 +26,14 @@ fn app2() -> App {
 }
 
 /// A simulated event loop: the hub, a clock in milliseconds, and the socket
-/// ids handed out so far.
+/// ids handed out so far. Tests name connections by their slot; the Sim
+/// gives each slot a new generation when it is opened again, as the loop
+/// does, and checks that every output is for the live generation.
 struct Sim {
     hub: Hub,
     now: u64,
-    sids: HashMap<ConnId, String>,
+    sids: HashMap<usize, String>,
+    generations: HashMap<usize, u32>,
 }
 
 impl Sim {
@@ -50,21 +53,39 @@ impl Sim {
             hub: Hub::new(apps, 0x5eed, false),
             now: 0,
             sids: HashMap::new(),
+            generations: HashMap::new(),
         }
     }
 
     /// Raw `open`, for the refusal cases.
-    fn open(&mut self, conn: ConnId, key: &str, origin: Option<&str>) -> Option<Opened> {
-        self.hub.open(self.now, conn, key, origin)
+    fn open(&mut self, conn: usize, key: &str, origin: Option<&str>) -> Option<Opened> {
+        let generation = match self.generations.get(&conn) {
+            Some(g) => g.wrapping_add(1),
+            None => 0,
+        };
+        self.generations.insert(conn, generation);
+        self.hub.open(self.now, self.id(conn), key, origin)
+    }
+
+    /// The hub's id of the live connection in slot `conn`.
+    fn id(&self, conn: usize) -> ConnId {
+        let generation = self.generations.get(&conn).copied().unwrap_or(0);
+        ConnId::new(conn as u32, generation)
+    }
+
+    /// The slot of an output's connection, which must be the live one.
+    fn slot(&self, id: ConnId) -> usize {
+        assert_eq!(id, self.id(id.slot()), "output for a stale connection");
+        id.slot()
     }
 
     /// Open `conn` on the first app and return its socket id; asserts that the
     /// only output is its `connection_established`.
-    fn connect(&mut self, conn: ConnId) -> String {
+    fn connect(&mut self, conn: usize) -> String {
         self.connect_to(conn, KEY)
     }
 
-    fn connect_to(&mut self, conn: ConnId, key: &str) -> String {
+    fn connect_to(&mut self, conn: usize, key: &str) -> String {
         let opened = self.open(conn, key, None);
         assert!(opened.is_some(), "connection {conn} refused");
         let out = self.drain();
@@ -81,37 +102,38 @@ impl Sim {
 
     /// Every queued output: text frames as their text, a PING frame as
     /// `<PING>`, a close as `<CLOSE code reason>`.
-    fn drain(&mut self) -> Vec<(ConnId, String)> {
+    fn drain(&mut self) -> Vec<(usize, String)> {
         let mut out = Vec::new();
         while let Some(o) = self.hub.poll_output() {
             out.push(match o {
-                Output::Send(conn, frame) => (conn, decode(&frame)),
-                Output::Close(conn, code, reason) => (conn, close(code, reason)),
+                Output::Send(conn, frame) => (self.slot(conn), decode(&frame)),
+                Output::Close(conn, e) => (self.slot(conn), close(e.code(), e.message())),
+                other => panic!("a cluster output without a cluster: {other:?}"),
             });
         }
         out
     }
 
     /// Drain, and return only what `conn` received.
-    fn drain_for(&mut self, conn: ConnId) -> Vec<String> {
+    fn drain_for(&mut self, conn: usize) -> Vec<String> {
         only(&self.drain(), conn)
     }
 
-    fn send(&mut self, conn: ConnId, text: &str) {
-        self.hub.message(self.now, conn, text);
+    fn send(&mut self, conn: usize, text: &str) {
+        self.hub.message(self.now, self.id(conn), text);
     }
 
-    fn send_json(&mut self, conn: ConnId, v: Value) {
+    fn send_json(&mut self, conn: usize, v: Value) {
         self.send(conn, &v.to_string());
     }
 
     /// A WebSocket PING or PONG control frame from the client.
-    fn control(&mut self, conn: ConnId) {
-        self.hub.control(self.now, conn);
+    fn control(&mut self, conn: usize) {
+        self.hub.control(self.now, self.id(conn));
     }
 
-    fn close(&mut self, conn: ConnId) {
-        self.hub.close(self.now, conn);
+    fn close(&mut self, conn: usize) {
+        self.hub.close(self.now, self.id(conn));
     }
 
     /// Move the clock, firing every deadline on the way as the loop would.
@@ -132,32 +154,32 @@ impl Sim {
         self.hub.handle_timeout(t);
     }
 
-    fn sid(&self, conn: ConnId) -> &str {
+    fn sid(&self, conn: usize) -> &str {
         &self.sids[&conn]
     }
 
     /// The app config of an open connection.
-    fn app_of(&self, conn: ConnId) -> &App {
-        let c = self.hub.conn(conn).expect("connection is open");
+    fn app_of(&self, conn: usize) -> &App {
+        let c = self.hub.conn(self.id(conn)).expect("connection is open");
         self.hub.app(c.app)
     }
 
     /// Valid channel auth for `conn`: `"<key>:<hmac(socket:channel[:data])>"`.
-    fn auth(&self, conn: ConnId, channel: &str, channel_data: Option<&str>) -> String {
+    fn auth(&self, conn: usize, channel: &str, channel_data: Option<&str>) -> String {
         let a = self.app_of(conn);
         sign(&a.key, &a.secret, self.sid(conn), channel, channel_data)
     }
 
-    fn subscribe(&mut self, conn: ConnId, channel: &str) {
+    fn subscribe(&mut self, conn: usize, channel: &str) {
         self.send(conn, &subscribe_msg(channel, None, None));
     }
 
-    fn subscribe_private(&mut self, conn: ConnId, channel: &str) {
+    fn subscribe_private(&mut self, conn: usize, channel: &str) {
         let auth = self.auth(conn, channel, None);
         self.send(conn, &subscribe_msg(channel, Some(&auth), None));
     }
 
-    fn subscribe_presence(&mut self, conn: ConnId, channel: &str, channel_data: &str) {
+    fn subscribe_presence(&mut self, conn: usize, channel: &str, channel_data: &str) {
         let auth = self.auth(conn, channel, Some(channel_data));
         self.send(
             conn,
@@ -168,7 +190,7 @@ impl Sim {
     /// Subscribe with the right auth for the channel's type (presence as
     /// `user`) and drain; asserts the subscriber got `subscription_succeeded`
     /// first. Returns everything that was sent.
-    fn join(&mut self, conn: ConnId, channel: &str, user: Option<&str>) -> Vec<(ConnId, String)> {
+    fn join(&mut self, conn: usize, channel: &str, user: Option<&str>) -> Vec<(usize, String)> {
         match (channel::Kind::of(channel).auth, user) {
             (Auth::Presence, Some(cd)) => self.subscribe_presence(conn, channel, cd),
             (Auth::Private, _) => self.subscribe_private(conn, channel),
@@ -185,7 +207,7 @@ impl Sim {
         out
     }
 
-    fn whisper(&mut self, conn: ConnId, channel: &str, event: &str, data: Value) {
+    fn whisper(&mut self, conn: usize, channel: &str, event: &str, data: Value) {
         self.send_json(
             conn,
             json!({"event": event, "channel": channel, "data": data}),
@@ -224,8 +246,8 @@ impl Sim {
         v
     }
 
-    fn is_open(&self, conn: ConnId) -> bool {
-        self.hub.conn(conn).is_some()
+    fn is_open(&self, conn: usize) -> bool {
+        self.hub.conn(self.id(conn)).is_some()
     }
 }
 
@@ -242,7 +264,7 @@ fn decode(frame: &[u8]) -> String {
     }
 }
 
-fn only(out: &[(ConnId, String)], conn: ConnId) -> Vec<String> {
+fn only(out: &[(usize, String)], conn: usize) -> Vec<String> {
     out.iter()
         .filter(|(c, _)| *c == conn)
         .map(|(_, m)| m.clone())
@@ -343,7 +365,7 @@ fn is_socket_id(s: &str) -> bool {
         && b.bytes().all(|c| c.is_ascii_digit())
 }
 
-fn o(conn: ConnId, s: &str) -> (ConnId, String) {
+fn o(conn: usize, s: &str) -> (usize, String) {
     (conn, s.to_string())
 }
 
@@ -568,6 +590,63 @@ fn reopening_a_reused_conn_id_forgets_the_old_connection() {
         r#"{"occupied":false}"#
     );
     assert_eq!(sim.trigger(&["test-channel"], "e", "d", Some(&old)), 0);
+}
+
+#[test]
+fn input_for_an_old_generation_of_a_slot_is_ignored() {
+    let mut sim = Sim::new();
+    sim.connect(1);
+    let old = sim.id(1);
+    sim.close(1);
+    sim.connect(1);
+    sim.join(1, "test-channel", None);
+    // the old connection's late input reaches nobody and closes nothing
+    let now = sim.now;
+    sim.hub.message(now, old, r#"{"event":"pusher:ping"}"#);
+    sim.hub.message(now, old, "not json");
+    sim.hub.control(now, old);
+    sim.hub.kick(now, old, PusherError::OverCapacity);
+    sim.hub.close(now, old);
+    assert_eq!(sim.drain(), vec![]);
+    assert!(sim.is_open(1));
+    assert_eq!(sim.hub.connection_count(0), 1);
+    assert_eq!(sim.trigger(&["test-channel"], "e", "d", None), 1);
+    assert_eq!(
+        sim.drain(),
+        vec![o(1, r#"{"event":"e","data":"d","channel":"test-channel"}"#)]
+    );
+}
+
+#[test]
+fn a_reused_slot_never_gets_the_old_connections_output() {
+    let mut sim = Sim::new();
+    sim.connect(1);
+    sim.connect(2);
+    sim.join(1, "test-channel", None);
+    sim.join(2, "test-channel", None);
+    let old = sim.id(1);
+    // output for the old connection is waiting when the loop reuses its
+    // slot without having closed it
+    assert_eq!(sim.trigger(&["test-channel"], "e", "d", None), 2);
+    let new = ConnId::new(1, old.generation() + 1);
+    let now = sim.now;
+    assert!(sim.hub.open(now, new, KEY, None).is_some());
+    let out: Vec<Output> = std::iter::from_fn(|| sim.hub.poll_output()).collect();
+    assert!(out.iter().all(|o| o.conn() != Some(old)), "{out:?}");
+    assert_eq!(out.iter().filter(|o| o.conn() == Some(new)).count(), 1);
+    // and the old connection left its channel: events go to 2 only
+    assert_eq!(sim.trigger(&["test-channel"], "e", "d", None), 1);
+    let out: Vec<Output> = std::iter::from_fn(|| sim.hub.poll_output()).collect();
+    assert!(out.iter().all(|o| o.conn() == Some(sim.id(2))), "{out:?}");
+}
+
+#[test]
+fn conn_ids_compare_by_slot_and_generation() {
+    let a = ConnId::new(3, 7);
+    assert_eq!((a.slot(), a.generation()), (3, 7));
+    assert_ne!(a, ConnId::new(3, 8));
+    assert_ne!(a, ConnId::new(4, 7));
+    assert_eq!(a.to_string(), "3#7");
 }
 
 #[test]
@@ -2243,7 +2322,7 @@ fn kick_closes_one_connection_with_the_given_error() {
     let mut sim = Sim::new();
     sim.connect(1);
     sim.connect(2);
-    sim.hub.kick(sim.now, 1, errors::OVER_CAPACITY);
+    sim.hub.kick(sim.now, sim.id(1), PusherError::OverCapacity);
     assert_eq!(
         sim.drain(),
         vec![
@@ -2251,7 +2330,7 @@ fn kick_closes_one_connection_with_the_given_error() {
             o(1, "<CLOSE 4100 Over capacity>"),
         ]
     );
-    sim.hub.kick(sim.now, 1, errors::OVER_CAPACITY);
+    sim.hub.kick(sim.now, sim.id(1), PusherError::OverCapacity);
     assert!(sim.drain().is_empty());
     assert_eq!(sim.hub.connection_count(0), 1);
 }

@@ -6,7 +6,7 @@
 //! anything left to say. The clock is shared and simulated. Assertions are on
 //! the exact JSON text each client receives, as in `pusher::tests`.
 
-use super::super::{App, Output};
+use super::super::{App, ConnId, Output};
 use super::*;
 use crate::websocket::client::parse_server_frame;
 use channel::Auth;
@@ -44,7 +44,9 @@ enum Link {
 
 struct Peer {
     hub: Hub,
-    sids: HashMap<ConnId, String>,
+    sids: HashMap<usize, String>,
+    /// The live generation of each slot, as the event loop keeps it.
+    generations: HashMap<usize, u32>,
     link: Link,
     /// Driven by the clock (false: the process is gone).
     running: bool,
@@ -52,6 +54,49 @@ struct Peer {
     held: Vec<Rc<[u8]>>,
     /// Messages that need not survive an outage, published while `Held`.
     dropped: Vec<Rc<[u8]>>,
+    /// Client outputs (slot, text) taken from the hub and not yet drained.
+    out: VecDeque<(usize, String)>,
+    /// Publishes (payload, durable) taken from the hub and not yet pumped.
+    publishes: VecDeque<(Rc<[u8]>, bool)>,
+    /// The hub's backlog gate, as last told (`Output::Backlog`).
+    backlog_open: bool,
+    /// Restarts the hub asked for and nobody took yet.
+    restarts: usize,
+}
+
+impl Peer {
+    /// The hub's id of the live connection in slot `conn`.
+    fn id(&self, conn: usize) -> ConnId {
+        let generation = self.generations.get(&conn).copied().unwrap_or(0);
+        ConnId::new(conn as u32, generation)
+    }
+
+    /// Take every output of the hub and sort it by kind, as the loop does.
+    fn poll(&mut self) {
+        while let Some(o) = self.hub.poll_output() {
+            match o {
+                Output::Send(conn, frame) => {
+                    let slot = self.slot(conn);
+                    self.out.push_back((slot, decode(&frame)));
+                }
+                Output::Close(conn, e) => {
+                    let slot = self.slot(conn);
+                    self.out.push_back((slot, close(e.code(), e.message())));
+                }
+                Output::Publish { payload, durable } => {
+                    self.publishes.push_back((payload, durable));
+                }
+                Output::Backlog { open } => self.backlog_open = open,
+                Output::Restart => self.restarts += 1,
+            }
+        }
+    }
+
+    /// The slot of an output's connection, which must be the live one.
+    fn slot(&self, id: ConnId) -> usize {
+        assert_eq!(id, self.id(id.slot()), "output for a stale connection");
+        id.slot()
+    }
 }
 
 struct Sim {
@@ -65,7 +110,7 @@ struct Sim {
     pending: Vec<Out>,
 }
 
-type Out = (usize, ConnId, String);
+type Out = (usize, usize, String);
 
 impl Sim {
     fn new(n: usize) -> Sim {
@@ -92,6 +137,11 @@ impl Sim {
                 Peer {
                     hub,
                     sids: HashMap::new(),
+                    generations: HashMap::new(),
+                    out: VecDeque::new(),
+                    publishes: VecDeque::new(),
+                    backlog_open: false,
+                    restarts: 0,
                     link: Link::Up,
                     running: true,
                     held: Vec::new(),
@@ -119,11 +169,25 @@ impl Sim {
         &mut self.peers[node].hub
     }
 
+    /// The next message `node` published and nobody pumped yet.
+    fn poll_publish(&mut self, node: usize) -> Option<(Rc<[u8]>, bool)> {
+        let p = &mut self.peers[node];
+        p.poll();
+        p.publishes.pop_front()
+    }
+
+    /// Whether `node`'s hub asked for a restart since the last call.
+    fn take_restart(&mut self, node: usize) -> bool {
+        let p = &mut self.peers[node];
+        p.poll();
+        std::mem::take(&mut p.restarts) > 0
+    }
+
     /// Play Redis until no node has anything to publish. Each node's side is
     /// what the event loop does: a message that need not survive an outage
     /// goes out now or never; a delivery waits in the outage queue while the
     /// link is down, or while older ones wait, and that queue goes out once
-    /// the hub says the backlog may (`cluster_backlog_ready`).
+    /// the hub says the backlog may (`Output::Backlog`).
     fn pump(&mut self) {
         for _ in 0..1000 {
             let mut batch: Vec<(usize, Rc<[u8]>)> = Vec::new();
@@ -132,9 +196,10 @@ impl Sim {
                     continue;
                 }
                 p.hub.flush_cluster();
-                let backlog_ok = p.hub.cluster_backlog_ready(self.now);
+                p.poll();
+                let backlog_ok = p.backlog_open;
                 let up = p.link == Link::Up;
-                while let Some((msg, durable)) = p.hub.poll_publish() {
+                while let Some((msg, durable)) = p.publishes.pop_front() {
                     match p.link {
                         Link::Cut => {} // Redis takes it; nobody gets it
                         _ if !durable => {
@@ -217,12 +282,8 @@ impl Sim {
     fn drain(&mut self) -> Vec<Out> {
         let mut out = std::mem::take(&mut self.pending);
         for (i, p) in self.peers.iter_mut().enumerate() {
-            while let Some(o) = p.hub.poll_output() {
-                out.push(match o {
-                    Output::Send(conn, frame) => (i, conn, decode(&frame)),
-                    Output::Close(conn, code, reason) => (i, conn, close(code, reason)),
-                });
-            }
+            p.poll();
+            out.extend(p.out.drain(..).map(|(conn, text)| (i, conn, text)));
         }
         out
     }
@@ -237,13 +298,22 @@ impl Sim {
     /// Open `conn` on `node`; asserts it got only its
     /// `connection_established` (what others got stays to be drained).
     /// Returns the socket id.
-    fn connect(&mut self, node: usize, conn: ConnId) -> String {
+    fn connect(&mut self, node: usize, conn: usize) -> String {
         self.connect_to(node, conn, KEY)
     }
 
-    fn connect_to(&mut self, node: usize, conn: ConnId, key: &str) -> String {
+    /// Open slot `conn` on `node` with a new generation if it was used before.
+    fn open(&mut self, node: usize, conn: usize, key: &str) -> Option<super::super::Opened> {
         let now = self.now;
-        assert!(self.hub(node).open(now, conn, key, None).is_some());
+        let p = &mut self.peers[node];
+        let generation = p.generations.get(&conn).map_or(0, |g| g.wrapping_add(1));
+        p.generations.insert(conn, generation);
+        let id = p.id(conn);
+        p.hub.open(now, id, key, None)
+    }
+
+    fn connect_to(&mut self, node: usize, conn: usize, key: &str) -> String {
+        assert!(self.open(node, conn, key).is_some());
         let (mine, rest): (Vec<Out>, Vec<Out>) = self
             .drain()
             .into_iter()
@@ -258,23 +328,25 @@ impl Sim {
         sid
     }
 
-    fn sid(&self, node: usize, conn: ConnId) -> String {
+    fn sid(&self, node: usize, conn: usize) -> String {
         self.peers[node].sids[&conn].clone()
     }
 
-    fn send(&mut self, node: usize, conn: ConnId, text: &str) {
+    fn send(&mut self, node: usize, conn: usize, text: &str) {
         let now = self.now;
-        self.hub(node).message(now, conn, text);
+        let id = self.peers[node].id(conn);
+        self.hub(node).message(now, id, text);
     }
 
-    fn close(&mut self, node: usize, conn: ConnId) {
+    fn close(&mut self, node: usize, conn: usize) {
         let now = self.now;
-        self.hub(node).close(now, conn);
+        let id = self.peers[node].id(conn);
+        self.hub(node).close(now, id);
     }
 
     /// Subscribe with valid auth for the channel's type (presence as `user`,
     /// a `channel_data` JSON text).
-    fn subscribe(&mut self, node: usize, conn: ConnId, channel: &str, user: Option<&str>) {
+    fn subscribe(&mut self, node: usize, conn: usize, channel: &str, user: Option<&str>) {
         let sid = self.sid(node, conn);
         let msg = match channel::Kind::of(channel).auth {
             Auth::Presence => {
@@ -289,7 +361,7 @@ impl Sim {
 
     /// Subscribe and drain (without pumping); asserts the subscriber got
     /// `subscription_succeeded` first. Returns everything sent.
-    fn join(&mut self, node: usize, conn: ConnId, channel: &str, user: Option<&str>) -> Vec<Out> {
+    fn join(&mut self, node: usize, conn: usize, channel: &str, user: Option<&str>) -> Vec<Out> {
         self.subscribe(node, conn, channel, user);
         let out = self.drain();
         let mine = only(&out, node, conn);
@@ -302,7 +374,7 @@ impl Sim {
         out
     }
 
-    fn whisper(&mut self, node: usize, conn: ConnId, channel: &str, event: &str, data: Value) {
+    fn whisper(&mut self, node: usize, conn: usize, channel: &str, event: &str, data: Value) {
         let msg = json!({"event": event, "channel": channel, "data": data}).to_string();
         self.send(node, conn, &msg);
     }
@@ -376,14 +448,14 @@ fn decode(frame: &[u8]) -> String {
     }
 }
 
-fn only(out: &[Out], node: usize, conn: ConnId) -> Vec<String> {
+fn only(out: &[Out], node: usize, conn: usize) -> Vec<String> {
     out.iter()
         .filter(|(n, c, _)| *n == node && *c == conn)
         .map(|(_, _, m)| m.clone())
         .collect()
 }
 
-fn o(node: usize, conn: ConnId, s: &str) -> Out {
+fn o(node: usize, conn: usize, s: &str) -> Out {
     (node, conn, s.to_string())
 }
 
@@ -530,7 +602,7 @@ fn api_event_reaches_every_node_once_and_the_echo_is_ignored() {
     assert_eq!(sim.drain(), vec![]);
     assert_eq!(sim.hub(A).cluster().unwrap().duplicates, 0);
     assert_eq!(sim.hub(A).cluster().unwrap().bad_messages, 0);
-    assert_eq!(sim.hub(A).poll_publish(), None);
+    assert_eq!(sim.poll_publish(A), None);
 }
 
 #[test]
@@ -887,8 +959,7 @@ fn connection_quota_counts_every_node() {
     sim.connect(A, 1);
     sim.connect(B, 2);
     sim.pump();
-    let now = sim.now;
-    assert!(sim.hub(C).open(now, 3, KEY, None).is_none());
+    assert!(sim.open(C, 3, KEY).is_none());
     assert_eq!(
         sim.drain(),
         vec![
@@ -972,6 +1043,33 @@ fn a_silent_node_is_dropped_with_its_members() {
     // nothing more later
     sim.advance_to(3 * TIMEOUT);
     assert_eq!(sim.drain(), vec![]);
+}
+
+#[test]
+fn the_backlog_gate_opens_when_every_known_node_spoke_or_at_the_deadline() {
+    let mut sim = Sim::new(3);
+    for p in &mut sim.peers {
+        p.poll();
+        assert!(p.backlog_open, "open once linked and in sync");
+    }
+    sim.link_down(A);
+    sim.peers[A].poll();
+    assert!(!sim.peers[A].backlog_open, "closed while the link is down");
+
+    // B hears A come back and answers; C is cut off and stays silent
+    sim.peers[C].link = Link::Cut;
+    let back = sim.now + 100;
+    sim.advance_to(back);
+    sim.link_up(A);
+    sim.pump();
+    assert!(!sim.peers[A].backlog_open, "C has not spoken since");
+    // the deadline is one of the hub's timers, so the loop wakes for it
+    let deadline = back + TIMEOUT;
+    assert!(sim.hub(A).poll_timeout().is_some_and(|t| t <= deadline));
+    sim.advance_to(deadline - 1);
+    assert!(!sim.peers[A].backlog_open);
+    sim.advance_to(deadline);
+    assert!(sim.peers[A].backlog_open, "node_timeout passed");
 }
 
 #[test]
@@ -1280,7 +1378,7 @@ fn what_the_channel_can_make_a_node_remember_is_bounded() {
     }
     assert_eq!(sim.hub(A).cluster_nodes(), MAX_NODES);
     assert_eq!(sim.hub(A).cluster().unwrap().bad_messages, 11);
-    while sim.hub(A).poll_publish().is_some() {}
+    while sim.poll_publish(A).is_some() {}
 
     // counts for an app this node does not have, or channel names no client
     // could use, are not kept
@@ -1412,11 +1510,11 @@ fn bad_messages_are_counted_and_ignored() {
     }
     assert_eq!(sim.drain(), vec![]);
     assert_eq!(sim.peers[A].hub.cluster().unwrap().bad_messages, 5);
-    assert!(!sim.hub(A).take_restart());
+    assert!(!sim.take_restart(A));
     assert_eq!(sim.info(A, ROOM, &["user_count"]), r#"{"user_count":1}"#);
     assert_eq!(sim.channels(A, &[]), r#"{"news":{},"presence-room":{}}"#);
     // A heard of a new node and asked it for its state
-    let want = sim.hub(A).poll_publish().expect("a want");
+    let want = sim.poll_publish(A).expect("a want");
     assert_eq!(
         Envelope::decode(&want.0).unwrap().body,
         Body::Want {
@@ -1487,20 +1585,20 @@ fn terminate_user_closes_connections_on_other_nodes() {
 fn a_restart_message_is_taken_once() {
     let mut sim = Sim::new(2);
     let msg = Envelope::new("revurb-cli", 1, Body::Restart).encode();
-    assert!(!sim.hub(A).take_restart());
+    assert!(!sim.take_restart(A));
     let now = sim.now;
     sim.hub(A).remote(now, &msg);
-    assert!(sim.hub(A).take_restart());
-    assert!(!sim.hub(A).take_restart());
-    assert!(!sim.hub(B).take_restart());
+    assert!(sim.take_restart(A));
+    assert!(!sim.take_restart(A));
+    assert!(!sim.take_restart(B));
     // `revurb restart` is not a node: it is not counted, nobody asks it
     // for its state, and a second restart simply asks again (the shutdown
     // it starts is idempotent)
     let nodes = sim.hub(A).cluster_nodes();
     sim.hub(A).remote(now, &msg);
-    assert!(sim.hub(A).take_restart());
+    assert!(sim.take_restart(A));
     assert_eq!(sim.hub(A).cluster_nodes(), nodes);
-    assert!(sim.hub(A).poll_publish().is_none());
+    assert!(sim.poll_publish(A).is_none());
     assert_eq!(sim.drain(), vec![]);
 }
 
@@ -1871,7 +1969,7 @@ fn a_node_that_says_goodbye_is_forgotten_at_once() {
 
     let now = sim.now;
     sim.hub(B).shutdown(now);
-    sim.hub(B).cluster_goodbye();
+    sim.hub(B).cluster_goodbye(now);
     sim.pump();
     let out = sim.drain();
     for (node, conn) in [(A, 10), (C, 30)] {
@@ -1883,7 +1981,7 @@ fn a_node_that_says_goodbye_is_forgotten_at_once() {
         assert_eq!(sim.connections(node), 2);
     }
     // nothing is heard from it afterwards, and nothing times out later
-    assert!(sim.hub(B).poll_publish().is_none());
+    assert!(sim.poll_publish(B).is_none());
     sim.peers[B].running = false;
     sim.advance_to(2 * TIMEOUT);
     assert_eq!(sim.drain(), vec![]);
