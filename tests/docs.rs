@@ -393,3 +393,106 @@ fn man_pages_list_every_pusher_error_code() {
         );
     }
 }
+
+/// Every Rust source file under `src/`, concatenated, with string-literal line
+/// continuations (`\` at the end of a line) joined, so a log message split
+/// over two source lines reads as one.
+fn source_text() -> String {
+    fn walk(dir: &Path, out: &mut String) {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(&path).unwrap());
+                out.push('\n');
+            }
+        }
+    }
+    let mut text = String::new();
+    walk(&Path::new(ROOT).join("src"), &mut text);
+    let mut joined = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("\\\n") {
+        joined.push_str(&rest[..i]);
+        rest = rest[i + 2..].trim_start();
+    }
+    joined.push_str(rest);
+    joined
+}
+
+/// The arguments of a roff request line: quoted strings or bare words.
+fn roff_args(line: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c == ' ' {
+            chars.next();
+        } else if c == '"' {
+            chars.next();
+            args.push(chars.by_ref().take_while(|&c| c != '"').collect());
+        } else {
+            args.push(chars.by_ref().take_while(|&c| c != ' ').collect());
+        }
+    }
+    args
+}
+
+/// The log lines the man pages list under DIAGNOSTICS are the ones the code
+/// writes: every literal (bold) part of each entry's tag appears in `src/`.
+#[test]
+fn man_page_log_messages_are_the_ones_the_code_writes() {
+    let source = source_text();
+    let mut checked = 0;
+    for page in man_pages() {
+        let text = std::fs::read_to_string(&page).unwrap();
+        let Some(diagnostics) = text.split(".SH DIAGNOSTICS\n").nth(1) else {
+            continue;
+        };
+        let diagnostics = diagnostics.split("\n.SH ").next().unwrap();
+        let lines: Vec<&str> = diagnostics.lines().collect();
+        for pair in lines.windows(2) {
+            if pair[0] != ".TP" && pair[0] != ".TQ" {
+                continue;
+            }
+            let tag = pair[1];
+            let literal: Vec<String> = if let Some(rest) = tag.strip_prefix(".BI ") {
+                roff_args(rest).into_iter().step_by(2).collect()
+            } else if let Some(rest) = tag.strip_prefix(".B ") {
+                vec![roff_args(rest).join(" ")]
+            } else {
+                continue;
+            };
+            for (i, part) in literal.iter().enumerate() {
+                let mut part = unescape(part);
+                if i == 0 {
+                    for level in ["ERROR ", "WARN ", "INFO ", "DEBUG "] {
+                        if let Some(rest) = part.strip_prefix(level) {
+                            part = rest.to_owned();
+                        }
+                    }
+                }
+                for piece in part.split("...") {
+                    let piece = piece.trim();
+                    if piece.len() < 4 {
+                        continue;
+                    }
+                    assert!(
+                        source.contains(piece),
+                        "{} lists the log line {tag:?}, but no source file under src/ writes {piece:?}",
+                        page.display()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} log message parts found in the man pages"
+    );
+}
