@@ -9,10 +9,12 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
 use std::rc::Rc;
 
 use mio::net::TcpStream;
 
+use crate::router::Listener;
 use crate::websocket::Decoder;
 
 /// Most slices handed to one `writev` call.
@@ -33,18 +35,45 @@ impl Chunk {
     }
 }
 
+/// Where a connection is in its life; each phase holds only what is valid
+/// in it, and a change of phase moves the parts by value.
 #[derive(Debug)]
 pub enum Phase {
-    /// Reading HTTP requests (keep-alive) until one upgrades.
-    Http,
-    /// A WebSocket known to the hub; `max_message` is its app's limit.
+    /// Reading HTTP requests (keep-alive) until one upgrades. `listener`
+    /// says which routes exist; `deadline` (loop clock, ms) is when the
+    /// current request must be complete.
+    Http { listener: Listener, deadline: u64 },
+    /// A WebSocket known to the hub; `max_message` is its app's limit. The
+    /// hub's pings and pruning are its deadlines.
     WebSocket {
         decoder: Decoder,
         max_message: usize,
     },
     /// Flushing the last bytes; then the write side is shut and input is
     /// drained until EOF or the deadline.
-    Closing,
+    Closing(Closing),
+}
+
+/// The closing phase: what is left of a connection saying goodbye.
+#[derive(Debug)]
+pub struct Closing {
+    /// When the connection is dropped if the peer has not closed (loop clock, ms).
+    pub deadline: u64,
+    /// The queue was flushed and the write side shut: nothing more is sent.
+    pub write_shut: bool,
+}
+
+impl Phase {
+    /// The deadline the loop keeps for this phase, if any; a timer entry
+    /// that does not match it is stale.
+    pub fn deadline(&self) -> Option<u64> {
+        match self {
+            Phase::Http { deadline, .. } | Phase::Closing(Closing { deadline, .. }) => {
+                Some(*deadline)
+            }
+            Phase::WebSocket { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -63,35 +92,27 @@ pub struct Conn {
     pub writable: bool,
     /// In the loop's dirty list, to be flushed at the end of this turn.
     pub dirty: bool,
-    /// Deadline (loop clock, ms) for the current request or the close; 0 = none.
-    pub deadline: u64,
     /// Tells timer entries for a reused slot apart.
     pub serial: u64,
-    /// The write side has been shut down (after a close).
-    pub write_shut: bool,
     /// TLS produced bytes while reading (a handshake step) that need a flush.
     pub needs_flush: bool,
-    /// Accepted on the metrics listener: only `GET /metrics` is served.
-    pub is_metrics: bool,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, serial: u64, deadline: u64) -> Conn {
+    /// A connection `listener` accepted, reading its first request until `deadline`.
+    pub fn new(stream: TcpStream, listener: Listener, serial: u64, deadline: u64) -> Conn {
         Conn {
             stream,
             tls: None,
-            phase: Phase::Http,
+            phase: Phase::Http { listener, deadline },
             pending: Vec::new(),
             out: VecDeque::new(),
             out_offset: 0,
             out_bytes: 0,
             writable: false,
             dirty: false,
-            deadline,
             serial,
-            write_shut: false,
             needs_flush: false,
-            is_metrics: false,
         }
     }
 
@@ -100,12 +121,48 @@ impl Conn {
     }
 
     pub fn is_closing(&self) -> bool {
-        matches!(self.phase, Phase::Closing)
+        matches!(self.phase, Phase::Closing(_))
+    }
+
+    /// Enter the closing phase (unless already in it): what is queued still
+    /// goes out, unhandled input is dropped. Returns false if it was closing.
+    pub fn begin_closing(&mut self, deadline: u64) -> bool {
+        if self.is_closing() {
+            return false;
+        }
+        self.phase = Phase::Closing(Closing {
+            deadline,
+            write_shut: false,
+        });
+        self.pending = Vec::new();
+        true
+    }
+
+    /// Closing and everything flushed: say goodbye (TLS close_notify) and
+    /// shut the write side, once. Input is still read until EOF, so the
+    /// peer's last bytes do not turn into a reset.
+    pub fn shut_write_when_closing(&mut self) {
+        let Phase::Closing(closing) = &mut self.phase else {
+            return;
+        };
+        if closing.write_shut {
+            return;
+        }
+        closing.write_shut = true;
+        self.tls_close_notify();
+        let _ = self.stream.shutdown(Shutdown::Write);
     }
 
     pub fn push(&mut self, chunk: Chunk) {
         let len = chunk.bytes().len();
-        if len == 0 || self.write_shut {
+        let shut = matches!(
+            self.phase,
+            Phase::Closing(Closing {
+                write_shut: true,
+                ..
+            })
+        );
+        if len == 0 || shut {
             return;
         }
         self.out_bytes += len;
@@ -166,7 +223,7 @@ impl Conn {
     }
 
     /// Queue a TLS close_notify (before the write side is shut).
-    pub fn tls_close_notify(&mut self) {
+    fn tls_close_notify(&mut self) {
         if let Some(tls) = self.tls.as_mut() {
             tls.send_close_notify();
             let _ = tls.write_tls(&mut self.stream);

@@ -16,7 +16,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -272,8 +272,8 @@ impl Server {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(false),
-                    METRICS => self.accept(true),
+                    LISTENER => self.accept(Listener::Main),
+                    METRICS => self.accept(Listener::Metrics),
                     SIGNALS => self.signal(),
                     REDIS_PUB | REDIS_SUB => {
                         let now = self.now();
@@ -375,20 +375,21 @@ impl Server {
         }
     }
 
-    fn set_deadline(&mut self, id: usize, at: u64) {
-        if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) {
-            c.deadline = at;
+    /// Wake up at `at` to check the connection's phase deadline (which the
+    /// caller has set to `at`).
+    fn arm_timer(&mut self, id: usize, at: u64) {
+        if let Some(c) = self.conns.get(id).and_then(Option::as_ref) {
             self.timers.push(Reverse((at, id, c.serial)));
         }
     }
 
     // ---- accept -------------------------------------------------------------
 
-    fn accept(&mut self, metrics: bool) {
+    fn accept(&mut self, listener: Listener) {
         if self.shutting_down.is_some() {
             return;
         }
-        if metrics && self.metrics_listener.is_none() {
+        if listener == Listener::Metrics && self.metrics_listener.is_none() {
             return;
         }
         if let Some(until) = self.accept_paused_until {
@@ -398,8 +399,8 @@ impl Server {
             self.accept_paused_until = None;
         }
         loop {
-            let accepted = match (metrics, &self.metrics_listener) {
-                (true, Some(l)) => l.accept(),
+            let accepted = match (listener, &self.metrics_listener) {
+                (Listener::Metrics, Some(l)) => l.accept(),
                 _ => self.listener.accept(),
             };
             match accepted {
@@ -427,9 +428,11 @@ impl Server {
                     }
                     let serial = self.next_serial;
                     self.next_serial += 1;
-                    let mut conn = Conn::new(stream, serial, 0);
-                    conn.is_metrics = metrics;
-                    if !metrics && let Some(tls) = &self.tls {
+                    let deadline = self.now() + self.cfg.request_timeout * 1000;
+                    let mut conn = Conn::new(stream, listener, serial, deadline);
+                    if listener == Listener::Main
+                        && let Some(tls) = &self.tls
+                    {
                         match rustls::ServerConnection::new(tls.clone()) {
                             Ok(mut t) => {
                                 // bound what rustls buffers; the rest waits in our queue
@@ -445,8 +448,7 @@ impl Server {
                         }
                     }
                     self.conns[id] = Some(conn);
-                    let deadline = self.now() + self.cfg.request_timeout * 1000;
-                    self.set_deadline(id, deadline);
+                    self.arm_timer(id, deadline);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -496,7 +498,10 @@ impl Server {
             self.drain_hub();
             // HTTP connections are simply closed.
             for id in 0..self.conns.len() {
-                if matches!(self.conns[id].as_ref().map(|c| &c.phase), Some(Phase::Http)) {
+                if matches!(
+                    self.conns[id].as_ref().map(|c| &c.phase),
+                    Some(Phase::Http { .. })
+                ) {
                     self.begin_close(id, now);
                 }
             }
@@ -673,8 +678,8 @@ impl Server {
                 return used;
             };
             match &mut c.phase {
-                Phase::Closing => return buf.len(),
-                Phase::Http => match http::parse(&buf[used..], self.cfg.max_request_size) {
+                Phase::Closing(_) => return buf.len(),
+                Phase::Http { .. } => match http::parse(&buf[used..], self.cfg.max_request_size) {
                     Parse::Incomplete => return used,
                     Parse::Error(e) => {
                         self.carry_out(id, router::refuse(&e), now);
@@ -748,14 +753,14 @@ impl Server {
 
     /// A complete request: the router decides, the loop carries it out.
     fn request(&mut self, id: usize, req: Request, now: u64) {
-        let Some(c) = self.conns.get(id).and_then(Option::as_ref) else {
+        let Some(Conn {
+            phase: Phase::Http { listener, .. },
+            ..
+        }) = self.conns.get(id).and_then(Option::as_ref)
+        else {
             return;
         };
-        let listener = if c.is_metrics {
-            Listener::Metrics
-        } else {
-            Listener::Main
-        };
+        let listener = *listener;
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -787,9 +792,17 @@ impl Server {
         self.queue(id, Chunk::Owned(bytes));
         if close {
             self.begin_close(id, now);
-        } else {
-            // the next request on this keep-alive connection gets a fresh deadline
-            self.set_deadline(id, now + self.cfg.request_timeout * 1000);
+            return;
+        }
+        // the next request on this keep-alive connection gets a fresh deadline
+        let at = now + self.cfg.request_timeout * 1000;
+        if let Some(Conn {
+            phase: Phase::Http { deadline, .. },
+            ..
+        }) = self.conn_mut(id)
+        {
+            *deadline = at;
+            self.arm_timer(id, at);
         }
     }
 
@@ -803,7 +816,7 @@ impl Server {
     ) {
         self.queue(id, Chunk::Owned(handshake));
         if let Some(c) = self.conn_mut(id) {
-            c.deadline = 0; // the hub's ping/prune takes over
+            // the hub's ping/prune takes over from the request deadline
             c.phase = Phase::WebSocket {
                 decoder: Default::default(),
                 max_message: 0,
@@ -900,17 +913,11 @@ impl Server {
     /// After the queue is flushed the write side is shut; input is drained
     /// until EOF or the close deadline.
     fn begin_close(&mut self, id: usize, now: u64) {
-        if let Some(c) = self.conn_mut(id) {
-            if c.is_closing() {
-                return;
-            }
-            c.phase = Phase::Closing;
-            c.pending = Vec::new();
-        } else {
-            return;
+        let deadline = now + CLOSE_TIMEOUT_MS;
+        if self.conn_mut(id).is_some_and(|c| c.begin_closing(deadline)) {
+            self.arm_timer(id, deadline);
+            self.mark_dirty(id);
         }
-        self.set_deadline(id, now + CLOSE_TIMEOUT_MS);
-        self.mark_dirty(id);
     }
 
     fn flush_dirty(&mut self) {
@@ -922,10 +929,8 @@ impl Server {
             match c.flush() {
                 Ok((empty, written)) => {
                     self.metrics.bytes_sent += written as u64;
-                    if empty && c.is_closing() && !c.write_shut {
-                        c.write_shut = true;
-                        c.tls_close_notify();
-                        let _ = c.stream.shutdown(Shutdown::Write);
+                    if empty {
+                        c.shut_write_when_closing();
                     }
                 }
                 Err(_) => self.drop_conn(id),
@@ -942,12 +947,12 @@ impl Server {
             let Some(c) = self.conns.get(id).and_then(Option::as_ref) else {
                 continue;
             };
-            if c.serial != serial || c.deadline != at {
-                continue; // a newer deadline replaced this one
+            if c.serial != serial || c.phase.deadline() != Some(at) {
+                continue; // a newer deadline or phase replaced this one
             }
             match c.phase {
-                Phase::Closing => self.drop_conn(id),
-                Phase::Http => self.carry_out(id, router::timed_out(), now),
+                Phase::Closing(_) => self.drop_conn(id),
+                Phase::Http { .. } => self.carry_out(id, router::timed_out(), now),
                 Phase::WebSocket { .. } => {}
             }
         }
