@@ -30,6 +30,17 @@ impl Metrics {
     /// The whole exposition text.
     pub fn render(&self, hub: &Hub) -> String {
         let mut text = String::with_capacity(4096);
+        self.render_core(&mut text, hub);
+        self.render_http(&mut text, hub);
+        if let Some(c) = hub.cluster() {
+            self.render_scaling(&mut text, hub.cluster_nodes() as u64, c.bad_messages);
+        }
+        render_process(&mut text);
+        text
+    }
+
+    /// Connections, messages and bytes: the core's counters and the loop's.
+    fn render_core(&self, text: &mut String, hub: &Hub) {
         let _ = writeln!(
             text,
             "# HELP revurb_connections Open WebSocket connections by app.\n# TYPE revurb_connections gauge"
@@ -86,6 +97,10 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
+    }
+
+    /// Channels by type, API requests, and the Pusher errors sent.
+    fn render_http(&self, text: &mut String, hub: &Hub) {
         let _ = writeln!(
             text,
             "# HELP revurb_channels Occupied channels by type.\n# TYPE revurb_channels gauge"
@@ -119,79 +134,84 @@ impl Metrics {
             text,
             "# HELP revurb_errors_sent_total pusher:error messages sent, by code.\n# TYPE revurb_errors_sent_total counter"
         );
-        let errors: BTreeMap<_, _> = stats.errors_sent.iter().collect();
+        let errors: BTreeMap<_, _> = hub.stats.errors_sent.iter().collect();
         for (code, n) in errors {
             let _ = writeln!(text, "revurb_errors_sent_total{{code=\"{code}\"}} {n}");
         }
-        if let Some(c) = hub.cluster() {
-            let scaling: [(&str, &str, &str, u64); 8] = [
-                (
-                    "revurb_cluster_nodes",
-                    "gauge",
-                    "Live nodes of the cluster, this one included.",
-                    hub.cluster_nodes() as u64,
-                ),
-                (
-                    "revurb_redis_connected",
-                    "gauge",
-                    "1 while both Redis connections (subscriber and publisher) are up.",
-                    u64::from(self.redis_up),
-                ),
-                (
-                    "revurb_redis_reconnects_total",
-                    "counter",
-                    "Redis connections re-established after an outage.",
-                    self.redis_reconnects,
-                ),
-                (
-                    "revurb_redis_published_total",
-                    "counter",
-                    "Messages published to the scaling channel.",
-                    self.redis_published,
-                ),
-                (
-                    "revurb_redis_received_total",
-                    "counter",
-                    "Messages received on the scaling channel (own echoes included).",
-                    self.redis_received,
-                ),
-                (
-                    "revurb_redis_queued",
-                    "gauge",
-                    "Publishes waiting for Redis (outage or back-pressure).",
-                    self.redis_queued,
-                ),
-                (
-                    "revurb_redis_dropped_total",
-                    "counter",
-                    "Publishes dropped because the outage queue was full.",
-                    self.redis_dropped,
-                ),
-                (
-                    "revurb_redis_bad_messages_total",
-                    "counter",
-                    "Messages on the scaling channel ignored as not revurb's.",
-                    c.bad_messages,
-                ),
-            ];
-            for (name, kind, help, value) in scaling {
-                let _ = writeln!(
-                    text,
-                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-                );
-            }
-        }
-        let (rss, fds) = process_figures();
-        let _ = writeln!(
-            text,
-            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
-        );
-        let _ = writeln!(
-            text,
-            "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {fds}"
-        );
-        text
     }
+
+    /// The cluster and its Redis links (only with scaling on).
+    fn render_scaling(&self, text: &mut String, nodes: u64, bad_messages: u64) {
+        let scaling: [(&str, &str, &str, u64); 8] = [
+            (
+                "revurb_cluster_nodes",
+                "gauge",
+                "Live nodes of the cluster, this one included.",
+                nodes,
+            ),
+            (
+                "revurb_redis_connected",
+                "gauge",
+                "1 while both Redis connections (subscriber and publisher) are up.",
+                u64::from(self.redis_up),
+            ),
+            (
+                "revurb_redis_reconnects_total",
+                "counter",
+                "Redis connections re-established after an outage.",
+                self.redis_reconnects,
+            ),
+            (
+                "revurb_redis_published_total",
+                "counter",
+                "Messages published to the scaling channel.",
+                self.redis_published,
+            ),
+            (
+                "revurb_redis_received_total",
+                "counter",
+                "Messages received on the scaling channel (own echoes included).",
+                self.redis_received,
+            ),
+            (
+                "revurb_redis_queued",
+                "gauge",
+                "Publishes waiting for Redis (outage or back-pressure).",
+                self.redis_queued,
+            ),
+            (
+                "revurb_redis_dropped_total",
+                "counter",
+                "Publishes dropped because the outage queue was full.",
+                self.redis_dropped,
+            ),
+            (
+                "revurb_redis_bad_messages_total",
+                "counter",
+                "Messages on the scaling channel ignored as not revurb's.",
+                bad_messages,
+            ),
+        ];
+        for (name, kind, help, value) in scaling {
+            let _ = writeln!(
+                text,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+    }
+}
+
+/// Memory and file descriptors, as the Prometheus client libraries name them.
+fn render_process(text: &mut String) {
+    let (rss, fds) = process_figures();
+    let _ = writeln!(
+        text,
+        "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+    );
+    let _ = writeln!(
+        text,
+        "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {fds}"
+    );
 }
 
 fn escape(s: &str) -> String {
