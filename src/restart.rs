@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use crate::cli::Flags;
 use crate::config::{Config, Scaling};
+use crate::pusher::cluster::envelope::{Body, Envelope};
 use crate::redis::Target;
 use crate::redis::client::{self, Client, Role};
-use crate::redis::envelope::{Body, Envelope};
 use crate::sys;
 
 /// How long a stopped server may take to exit.

@@ -25,6 +25,8 @@
 //! once, then published; other nodes deliver to theirs. Each message carries
 //! the sender's `seq`, so one re-sent after a reconnect is delivered once.
 
+pub mod envelope;
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
@@ -32,8 +34,8 @@ use serde_json::Value;
 
 use super::channel::{self, Member};
 use super::{AppId, ConnId, Frame, Hub, Output, message};
-use crate::redis::envelope::{AppState as WireApp, Body, CachedEvent, Envelope};
 use crate::websocket;
+use envelope::{AppState as WireApp, Body, CachedEvent, Envelope};
 
 /// Log at most this many ignored messages in a row before going quiet.
 const BAD_MESSAGE_LOG_BURST: u64 = 10;
@@ -89,7 +91,7 @@ impl Cluster {
     pub fn new(node: String, timeout_ms: u64) -> Cluster {
         let own_prefix = format!(
             "{{\"v\":{},\"node\":{},",
-            crate::redis::envelope::VERSION,
+            envelope::VERSION,
             serde_json::Value::String(node.clone())
         )
         .into_bytes();

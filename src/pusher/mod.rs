@@ -34,7 +34,6 @@ pub use app::{App, ClientEvents, RateLimit};
 use channel::{Auth, CACHE_TTL_MS, Cached, Channel, Member, SERVER_TO_USER_PREFIX};
 pub use error::PusherError;
 
-use crate::redis::envelope as cluster_wire;
 use crate::websocket;
 
 /// A complete WebSocket frame, shared between recipients.
@@ -951,7 +950,7 @@ impl Hub {
         let json = message::client_event(event, name, &data, user_id.as_ref());
         self.deliver(now, app, name, &json, Some(conn), Some((event, &data)));
         if self.cluster.is_some() {
-            self.publish(cluster_wire::Body::Client {
+            self.publish(cluster::envelope::Body::Client {
                 app: self.apps[app].config.id.clone(),
                 channel: name.clone(),
                 event: event.to_string(),
@@ -1033,7 +1032,7 @@ impl Hub {
     ) -> usize {
         let n = self.trigger_local(now, app, channels, event, data, except);
         if self.cluster.is_some() {
-            self.publish(cluster_wire::Body::Event {
+            self.publish(cluster::envelope::Body::Event {
                 app: self.apps[app].config.id.clone(),
                 channels: channels.to_vec(),
                 event: event.to_string(),
@@ -1159,7 +1158,7 @@ impl Hub {
     pub fn terminate_user(&mut self, now: u64, app: AppId, user_id: &str) -> usize {
         let n = self.terminate_user_local(now, app, user_id);
         if self.cluster.is_some() {
-            self.publish(cluster_wire::Body::Terminate {
+            self.publish(cluster::envelope::Body::Terminate {
                 app: self.apps[app].config.id.clone(),
                 user_id: user_id.to_string(),
             });

@@ -1,10 +1,10 @@
 //! Redis for horizontal scaling: where to find the server ([`Target`]), the
-//! RESP2 codec (`resp`), a sans-IO client connection (`client`) and the
-//! node-to-node JSON envelope (`envelope`). Only `event_loop` opens sockets
-//! (and the `restart` command, in its own process).
+//! RESP2 codec (`resp`) and a sans-IO client connection (`client`). Only
+//! `event_loop` opens sockets (and the `restart` command, in its own
+//! process). What the nodes say to each other over it is not Redis's
+//! business: that envelope belongs to the hub (`pusher::cluster::envelope`).
 
 pub mod client;
-pub mod envelope;
 pub mod resp;
 
 use std::fmt;

@@ -11,6 +11,11 @@
 //!
 //! Anything else on the channel (another program's messages, a newer
 //! version, malformed JSON) decodes to an error the caller logs and ignores.
+//!
+//! It is the wire form of the hub's cluster part (`pusher::cluster`), which
+//! encodes what it publishes and decodes what arrives; it knows nothing of
+//! the transport. Carrying the bytes over Redis pub/sub is the event loop's
+//! (`redis`, `scaling`); `revurb restart` uses it to say `restart`.
 
 use std::collections::BTreeMap;
 
