@@ -1,8 +1,14 @@
-//! Command line: a lexopt loop into a plain [`Args`]. One flag table
-//! ([`FLAGS`]) feeds `--help` and the test that checks the man page lists
-//! every flag.
+//! Command line: a lexopt loop into a plain [`Args`], and `--help`. The
+//! flags are the option table's (`config::options::OPTIONS`, each option's
+//! `flag`) plus `--config`; this module defines no option of its own, so a
+//! new option with a flag shows up here, in `--help` and in the docs test
+//! at once.
+//!
+//! It does not check values: `config` does, naming the flag.
 
 use std::ffi::OsString;
+
+use crate::config::options::{self, Key, OPTIONS};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -16,18 +22,45 @@ pub enum Command {
     Version,
 }
 
-/// Values given on the command line; `None` means "not given".
+/// Values given on the command line; unset means "not given". Which flags
+/// exist, and what they set, is the option table ([`OPTIONS`]) plus
+/// [`CONFIG_FLAG`]: nothing here lists them again.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Flags {
-    pub host: Option<String>,
-    pub port: Option<String>,
-    pub path: Option<String>,
-    pub hostname: Option<String>,
+    /// `--config FILE`.
     pub config: Option<String>,
-    pub pid_file: Option<String>,
-    pub metrics_host: Option<String>,
-    pub metrics_port: Option<String>,
-    pub debug: bool,
+    /// (option, value as given) for each option flag; a switch holds `"true"`.
+    values: Vec<(Key, String)>,
+}
+
+impl Flags {
+    /// The value given for option `key`'s flag (the last one, if repeated).
+    pub fn get(&self, key: Key) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Set option `key` as if its flag were given with `value`.
+    pub fn set(&mut self, key: Key, value: impl Into<String>) {
+        self.values.retain(|(k, _)| *k != key);
+        self.values.push((key, value.into()));
+    }
+
+    /// Flags with just `--config FILE`.
+    pub fn with_config(file: impl Into<String>) -> Flags {
+        Flags {
+            config: Some(file.into()),
+            ..Flags::default()
+        }
+    }
+
+    /// `self` with option `key` set, for building flags in code and tests.
+    pub fn with(mut self, key: Key, value: impl Into<String>) -> Flags {
+        self.set(key, value);
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,54 +69,24 @@ pub struct Args {
     pub flags: Flags,
 }
 
-/// (flag, value name, help) for every flag of `revurb start`.
-pub const FLAGS: &[(&str, &str, &str)] = &[
-    (
-        "--host",
-        "HOST",
-        "address to listen on (default 0.0.0.0; env REVERB_SERVER_HOST)",
-    ),
-    (
-        "--port",
-        "PORT",
-        "port to listen on, 0 for any free port (default 8080; env REVERB_SERVER_PORT)",
-    ),
-    (
-        "--path",
-        "PATH",
-        "prefix for every route, e.g. /ws (default none; env REVERB_SERVER_PATH)",
-    ),
-    (
-        "--hostname",
-        "HOST",
-        "public host name, shown in the start line (env REVERB_HOST)",
-    ),
-    (
-        "--config",
-        "FILE",
-        "JSON configuration file (default ./revurb.json when present)",
-    ),
-    (
-        "--pid-file",
-        "FILE",
-        "write the pid here; `revurb restart` reads it (env REVERB_PID_FILE)",
-    ),
-    (
-        "--metrics-host",
-        "HOST",
-        "metrics listener address (default 127.0.0.1; env REVERB_METRICS_HOST)",
-    ),
-    (
-        "--metrics-port",
-        "PORT",
-        "metrics listener port, 0 = off (default 9601; env REVERB_METRICS_PORT)",
-    ),
-    (
-        "--debug",
-        "",
-        "log every message to stderr (env REVERB_DEBUG)",
-    ),
-];
+/// The one flag that is not an option: (flag, value name, help).
+pub const CONFIG_FLAG: (&str, &str, &str) = (
+    "--config",
+    "FILE",
+    "JSON configuration file; without it, ./revurb.json when present",
+);
+
+/// (flag, value name, help) for every flag of `revurb start`, `restart` and
+/// `config`: [`CONFIG_FLAG`], then each option that has a flag.
+pub fn flags() -> Vec<(&'static str, &'static str, &'static str)> {
+    std::iter::once(CONFIG_FLAG)
+        .chain(
+            OPTIONS
+                .iter()
+                .filter_map(|o| o.flag.map(|f| (f.name, f.value, o.help))),
+        )
+        .collect()
+}
 
 /// Top-level options that are not `start` flags.
 pub const GLOBAL_FLAGS: &[(&str, &str)] = &[
@@ -101,21 +104,41 @@ pub fn usage() -> String {
          help     print this help\n  version  print the version\n\n\
          Options for start, restart and config:\n",
     );
-    for (flag, value, help) in FLAGS {
-        let left = if value.is_empty() {
+    let left = |flag: &str, value: &str| {
+        if value.is_empty() {
             flag.to_string()
         } else {
             format!("{flag} {value}")
-        };
-        s.push_str(&format!("  {left:<18} {help}\n"));
+        }
+    };
+    let rows: Vec<(String, String)> = std::iter::once((
+        left(CONFIG_FLAG.0, CONFIG_FLAG.1),
+        CONFIG_FLAG.2.to_string(),
+    ))
+    .chain(OPTIONS.iter().filter_map(|o| {
+        let f = o.flag?;
+        let help = format!("{} (default {}; env {})", o.help, o.default_text(), o.env);
+        Some((left(f.name, f.value), help))
+    }))
+    .collect();
+    let width = rows
+        .iter()
+        .map(|(l, _)| l.len())
+        .chain(GLOBAL_FLAGS.iter().map(|(f, _)| f.len()))
+        .max()
+        .unwrap_or(0);
+    for (l, help) in &rows {
+        s.push_str(&format!("  {l:<width$}  {help}\n"));
     }
     s.push_str("\nGlobal options:\n");
     for (flag, help) in GLOBAL_FLAGS {
-        s.push_str(&format!("  {flag:<18} {help}\n"));
+        s.push_str(&format!("  {flag:<width$}  {help}\n"));
     }
     s.push_str(
-        "\nThe app comes from the environment: REVERB_APP_ID, REVERB_APP_KEY, REVERB_APP_SECRET\n\
-         (see `man revurb` for every variable).\n",
+        "\nThe apps come from the --config file (apps.apps), else from REVERB_APP_ID,\n\
+         REVERB_APP_KEY and REVERB_APP_SECRET in the environment or ./.env, else from\n\
+         ./revurb.json (apps.apps). A variable in the real environment beats the same\n\
+         one in ./.env. See `man revurb` for every option, variable and key.\n",
     );
     s
 }
@@ -156,19 +179,21 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
                     _ => return Err(format!("unknown command {v:?}; try `revurb --help`")),
                 })
             }
-            Long("host") => flags.host = Some(value(&mut parser, "--host")?),
-            Long("port") => flags.port = Some(value(&mut parser, "--port")?),
-            Long("path") => flags.path = Some(value(&mut parser, "--path")?),
-            Long("hostname") => flags.hostname = Some(value(&mut parser, "--hostname")?),
-            Long("config") => flags.config = Some(value(&mut parser, "--config")?),
-            Long("pid-file") => flags.pid_file = Some(value(&mut parser, "--pid-file")?),
-            Long("metrics-host") => {
-                flags.metrics_host = Some(value(&mut parser, "--metrics-host")?)
+            Long("config") => flags.config = Some(value(&mut parser, CONFIG_FLAG.0)?),
+            Long(name) => {
+                let name = format!("--{name}");
+                let Some(opt) = options::by_flag(&name) else {
+                    let unexpected = Long(&name[2..]).unexpected();
+                    return Err(format!("{unexpected}; try `revurb --help`"));
+                };
+                let is_switch = opt.flag.is_some_and(|f| f.value.is_empty());
+                let v = if is_switch {
+                    "true".to_string()
+                } else {
+                    value(&mut parser, &name)?
+                };
+                flags.set(opt.key, v);
             }
-            Long("metrics-port") => {
-                flags.metrics_port = Some(value(&mut parser, "--metrics-port")?)
-            }
-            Long("debug") => flags.debug = true,
             other => return Err(format!("{}; try `revurb --help`", other.unexpected())),
         }
     }
@@ -201,11 +226,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.command, Command::Start);
-        assert_eq!(a.flags.host.as_deref(), Some("127.0.0.1"));
-        assert_eq!(a.flags.port.as_deref(), Some("0"));
-        assert_eq!(a.flags.path.as_deref(), Some("/ws"));
-        assert_eq!(a.flags.hostname.as_deref(), Some("x.test"));
-        assert!(a.flags.debug);
+        assert_eq!(a.flags.get(Key::Host), Some("127.0.0.1"));
+        assert_eq!(a.flags.get(Key::Port), Some("0"));
+        assert_eq!(a.flags.get(Key::Path), Some("/ws"));
+        assert_eq!(a.flags.get(Key::Hostname), Some("x.test"));
+        assert_eq!(a.flags.get(Key::Debug), Some("true"));
     }
 
     #[test]
@@ -227,8 +252,29 @@ mod tests {
     #[test]
     fn usage_lists_every_flag() {
         let u = usage();
-        for (flag, _, _) in FLAGS {
+        for (flag, _, _) in flags() {
             assert!(u.contains(flag), "{flag}");
+        }
+    }
+
+    #[test]
+    fn help_columns_line_up_and_the_app_sources_are_named() {
+        let u = usage();
+        let columns: Vec<(usize, &str)> = u
+            .lines()
+            .filter(|l| l.starts_with("  --"))
+            .map(|l| {
+                let gap = l[2..].find("  ").map_or(0, |i| i + 2);
+                let col = gap + l[gap..].len() - l[gap..].trim_start().len();
+                (col, l)
+            })
+            .collect();
+        assert_eq!(columns.len(), flags().len() + GLOBAL_FLAGS.len(), "{u}");
+        for (col, line) in &columns {
+            assert_eq!(*col, columns[0].0, "misaligned: {line:?}\n{u}");
+        }
+        for word in ["--config", "./.env", "environment", "revurb.json"] {
+            assert!(u.contains(word), "the app source {word} is not named:\n{u}");
         }
     }
 }

@@ -106,22 +106,7 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
         Some(files) => Some(crate::tls::server_config(files).map_err(io::Error::other)?),
         None => None,
     };
-    let addr: SocketAddr = cfg
-        .bind_address()
-        .parse()
-        .or_else(|_| {
-            use std::net::ToSocketAddrs;
-            cfg.bind_address()
-                .to_socket_addrs()?
-                .next()
-                .ok_or_else(|| io::Error::other("no address"))
-        })
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot resolve {}: {e}", cfg.bind_address()),
-            )
-        })?;
+    let addr = cfg.bind_addr();
     let mut listener = TcpListener::bind(addr)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let poll = Poll::new()?;
@@ -130,19 +115,9 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)?;
-    let metrics_listener = match &cfg.metrics {
+    let metrics_listener = match cfg.metrics {
         None => None,
-        Some((host, port)) => {
-            let text = if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            };
-            let addr: SocketAddr = text.parse().map_err(|_| {
-                io::Error::other(format!(
-                    "metrics address {text} is not an IP address and port"
-                ))
-            })?;
+        Some(addr) => {
             // The service matters more than its metrics: a taken metrics
             // port is logged, not fatal (an old instance may still hold it).
             match TcpListener::bind(addr) {

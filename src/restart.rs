@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::cli::Flags;
-use crate::config::{Config, Scaling};
+use crate::config::{Config, Key, Scaling};
 use crate::pusher::cluster::envelope::{Body, Envelope};
 use crate::redis::Target;
 use crate::redis::client::{self, Client, Role};
@@ -36,7 +36,7 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn run(flags: &Flags) -> ExitCode {
     // With scaling on, the signal goes to every node through Redis; an
     // explicit --pid-file restarts just that server.
-    if flags.pid_file.is_none() {
+    if flags.get(Key::PidFile).is_none() {
         match Config::from_process(flags) {
             Ok(cfg) => {
                 if let Some(sc) = &cfg.scaling {
@@ -72,7 +72,7 @@ pub fn run(flags: &Flags) -> ExitCode {
 
 /// `--pid-file`, or the one the configuration names.
 fn pid_file(flags: &Flags) -> Result<PathBuf, ExitCode> {
-    match (&flags.pid_file, Config::from_process(flags)) {
+    match (flags.get(Key::PidFile), Config::from_process(flags)) {
         (Some(p), _) => Ok(PathBuf::from(p)),
         (None, Ok(cfg)) => cfg.pid_file.ok_or_else(|| {
             eprintln!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use revurb::cli::{FLAGS, GLOBAL_FLAGS};
+use revurb::cli::{GLOBAL_FLAGS, flags};
 use revurb::config::{APP_OPTIONS, OPTIONS};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -71,7 +71,7 @@ fn man_text() -> String {
 #[test]
 fn man_page_lists_every_flag() {
     let man = man_text();
-    for (flag, _, _) in FLAGS {
+    for (flag, _, _) in flags() {
         assert!(man.contains(flag), "no man page mentions the flag {flag}");
     }
     for (flag, _) in GLOBAL_FLAGS {
@@ -90,9 +90,13 @@ fn man_page_lists_every_env_var_and_config_key() {
             opt.json
         );
     }
-    for (key, env, _) in APP_OPTIONS {
-        assert!(man.contains(env), "no man page mentions {env}");
-        assert!(man.contains(key), "no man page mentions the app key {key}");
+    for o in APP_OPTIONS {
+        assert!(man.contains(o.env), "no man page mentions {}", o.env);
+        assert!(
+            man.contains(o.json),
+            "no man page mentions the app key {}",
+            o.json
+        );
     }
 }
 

@@ -2,6 +2,7 @@
 //! every error path naming its field.
 
 use super::*;
+use crate::pusher::{ClientEvents, RateLimit};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -27,6 +28,7 @@ fn load_in(dir: &Path, vars: &[(&str, &str)], flags: Flags) -> Result<Config, Co
         env: &|k| map.get(k).cloned(),
         flags: &flags,
         dir,
+        warn: &|_| {},
     })
 }
 
@@ -52,7 +54,7 @@ fn source_of(c: &Config, key: &str) -> Source {
 fn defaults() {
     let c = load(&APP, Flags::default()).unwrap();
     assert_eq!(
-        (c.host.as_str(), c.port, c.path.as_str()),
+        (c.host.to_string().as_str(), c.port, c.path.as_str()),
         ("0.0.0.0", 8080, "")
     );
     assert_eq!(
@@ -72,8 +74,11 @@ fn defaults() {
     assert_eq!(a.max_connections, None);
     assert_eq!(a.allowed_origins, vec!["*"]);
     assert_eq!(a.accept_client_events_from, ClientEvents::Members);
-    assert_eq!(source_of(&c, "servers.reverb.port"), Source::Default);
-    assert_eq!(c.apps_source, Source::Env);
+    assert_eq!(
+        source_of(&c, "servers.reverb.port"),
+        Source::Default("servers.reverb.port")
+    );
+    assert_eq!(c.apps_source, AppsSource::Env);
 }
 
 #[test]
@@ -90,18 +95,24 @@ fn environment_and_flags() {
         ("REVERB_APP_RATE_LIMIT_MAX_ATTEMPTS", "3"),
         ("REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM", "all"),
     ]);
-    let flags = Flags {
-        port: Some("0".into()),
-        debug: true,
-        ..Flags::default()
-    };
+    let flags = Flags::default()
+        .with(Key::Port, "0")
+        .with(Key::Debug, "true");
     let c = load(&vars, flags).unwrap();
     assert_eq!(
-        (c.host.as_str(), c.port, c.path.as_str(), c.debug),
+        (
+            c.host.to_string().as_str(),
+            c.port,
+            c.path.as_str(),
+            c.debug
+        ),
         ("127.0.0.1", 0, "/ws", true)
     );
-    assert_eq!(source_of(&c, "servers.reverb.port"), Source::Flag);
-    assert_eq!(source_of(&c, "servers.reverb.host"), Source::Env);
+    assert_eq!(source_of(&c, "servers.reverb.port"), Source::Flag("--port"));
+    assert_eq!(
+        source_of(&c, "servers.reverb.host"),
+        Source::Env("REVERB_SERVER_HOST")
+    );
     let a = &c.apps[0];
     assert_eq!(a.ping_interval, 5);
     assert_eq!(a.max_connections, Some(3));
@@ -127,32 +138,34 @@ fn null_means_unset() {
 
 #[test]
 fn errors_name_the_variable() {
-    let e = load(&[], Flags::default()).unwrap_err().0;
+    let e = load(&[], Flags::default()).unwrap_err().to_string();
     assert!(
         e.contains("REVERB_APP_ID") && e.contains("REVERB_APP_SECRET"),
         "{e}"
     );
-    let e = load(&APP[..2], Flags::default()).unwrap_err().0;
+    let e = load(&APP[..2], Flags::default()).unwrap_err().to_string();
     assert!(e.contains("REVERB_APP_SECRET not set"), "{e}");
     let mut vars = APP.to_vec();
     vars.push(("REVERB_SERVER_PORT", "eighty"));
     assert!(
         load(&vars, Flags::default())
             .unwrap_err()
-            .0
+            .to_string()
             .contains("REVERB_SERVER_PORT")
     );
-    let flags = Flags {
-        port: Some("70000".into()),
-        ..Flags::default()
-    };
-    assert!(load(&APP, flags).unwrap_err().0.contains("--port"));
+    let flags = Flags::default().with(Key::Port, "70000");
+    assert!(
+        load(&APP, flags)
+            .unwrap_err()
+            .to_string()
+            .contains("--port")
+    );
     let mut vars = APP.to_vec();
     vars.push(("REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM", "everyone"));
     assert!(
         load(&vars, Flags::default())
             .unwrap_err()
-            .0
+            .to_string()
             .contains("REVERB_APP_ACCEPT_CLIENT_EVENTS_FROM")
     );
     let mut vars = APP.to_vec();
@@ -160,7 +173,7 @@ fn errors_name_the_variable() {
     assert!(
         load(&vars, Flags::default())
             .unwrap_err()
-            .0
+            .to_string()
             .contains("REVERB_DEBUG")
     );
 }
@@ -190,13 +203,10 @@ fn config_file_with_several_apps() {
     let dir = tempdir();
     let path = dir.join("custom.json");
     std::fs::write(&path, TWO_APPS).unwrap();
-    let flags = Flags {
-        config: Some(path.display().to_string()),
-        ..Flags::default()
-    };
+    let flags = Flags::with_config(path.display().to_string());
     let c = load_in(&dir, &[], flags).unwrap();
     assert_eq!(
-        (c.host.as_str(), c.port, c.max_request_size),
+        (c.host.to_string().as_str(), c.port, c.max_request_size),
         ("127.0.0.2", 7000, 20_000)
     );
     assert_eq!(c.apps.len(), 2);
@@ -215,7 +225,7 @@ fn config_file_with_several_apps() {
     );
     let two = &c.apps[1];
     assert_eq!((two.id.as_str(), two.ping_interval), ("2", 10));
-    assert_eq!(c.apps_source, Source::File(path));
+    assert_eq!(c.apps_source, AppsSource::File(path));
 }
 
 #[test]
@@ -228,15 +238,30 @@ fn precedence_flag_over_config_over_env_over_dotenv_over_default_file() {
     // .env beats revurb.json; revurb.json beats the default
     let c = load_in(&dir, &[], Flags::default()).unwrap();
     assert_eq!(
-        (c.host.as_str(), c.port, c.path.as_str(), c.request_timeout),
+        (
+            c.host.to_string().as_str(),
+            c.port,
+            c.path.as_str(),
+            c.request_timeout
+        ),
         ("10.0.0.1", 2222, "/dotenv", 7)
     );
-    assert_eq!(source_of(&c, "servers.reverb.port"), Source::DotEnv);
+    assert_eq!(
+        source_of(&c, "servers.reverb.port"),
+        Source::DotEnv {
+            path: dir.join(".env"),
+            line: 1,
+            var: "REVERB_SERVER_PORT"
+        }
+    );
     assert_eq!(
         source_of(&c, "servers.reverb.host"),
-        Source::File(dir.join("revurb.json"))
+        Source::File {
+            path: dir.join("revurb.json"),
+            key: "servers.reverb.host".into()
+        }
     );
-    assert_eq!(c.apps_source, Source::DotEnv);
+    assert_eq!(c.apps_source, AppsSource::DotEnv);
     assert_eq!(c.apps[0].secret, "app-secret");
     // the environment beats .env
     let c = load_in(&dir, &[("REVERB_SERVER_PORT", "3333")], Flags::default()).unwrap();
@@ -244,20 +269,13 @@ fn precedence_flag_over_config_over_env_over_dotenv_over_default_file() {
     // --config beats the environment
     let cfg = dir.join("explicit.json");
     std::fs::write(&cfg, r#"{"servers":{"reverb":{"port":4444}}}"#).unwrap();
-    let flags = Flags {
-        config: Some(cfg.display().to_string()),
-        ..Flags::default()
-    };
+    let flags = Flags::with_config(cfg.display().to_string());
     let c = load_in(&dir, &[("REVERB_SERVER_PORT", "3333")], flags).unwrap();
     assert_eq!(c.port, 4444);
     // ... and revurb.json is not read when --config is given
-    assert_eq!(c.host, "0.0.0.0");
+    assert_eq!(c.host.to_string(), "0.0.0.0");
     // a flag beats everything
-    let flags = Flags {
-        config: Some(cfg.display().to_string()),
-        port: Some("5555".into()),
-        ..Flags::default()
-    };
+    let flags = Flags::with_config(cfg.display().to_string()).with(Key::Port, "5555");
     assert_eq!(
         load_in(&dir, &[("REVERB_SERVER_PORT", "3333")], flags)
             .unwrap()
@@ -313,21 +331,15 @@ fn file_errors_name_the_field() {
     for (i, (text, want)) in cases.iter().enumerate() {
         let path = dir.join(format!("bad{i}.json"));
         std::fs::write(&path, text).unwrap();
-        let flags = Flags {
-            config: Some(path.display().to_string()),
-            ..Flags::default()
-        };
-        let e = load_in(&dir, &APP, flags).unwrap_err().0;
+        let flags = Flags::with_config(path.display().to_string());
+        let e = load_in(&dir, &APP, flags).unwrap_err().to_string();
         assert!(e.contains(want), "case {i}: {e:?} should contain {want:?}");
     }
-    let flags = Flags {
-        config: Some(dir.join("missing.json").display().to_string()),
-        ..Flags::default()
-    };
+    let flags = Flags::with_config(dir.join("missing.json").display().to_string());
     assert!(
         load_in(&dir, &APP, flags)
             .unwrap_err()
-            .0
+            .to_string()
             .contains("cannot read config file")
     );
 }
@@ -344,16 +356,17 @@ fn describe_masks_secrets() {
 
 #[test]
 fn dotenv_syntax() {
-    let vars = parse_dotenv(
+    let parsed = dotenv::parse(
         "# comment\nA=1\nexport B = two\nC=\"quoted # not a comment\"\nD='single ${A}'\nE=\"${A}-x\"\nF=bare # comment\nbad line\n",
     );
-    assert_eq!(vars["A"], "1");
-    assert_eq!(vars["B"], "two");
-    assert_eq!(vars["C"], "quoted # not a comment");
-    assert_eq!(vars["D"], "single ${A}");
-    assert_eq!(vars["E"], "1-x");
-    assert_eq!(vars["F"], "bare");
-    assert_eq!(vars.len(), 6);
+    let vars = |k: &str| parsed.vars[k].value.as_str();
+    assert_eq!(vars("A"), "1");
+    assert_eq!(vars("B"), "two");
+    assert_eq!(vars("C"), "quoted # not a comment");
+    assert_eq!(vars("D"), "single ${A}");
+    assert_eq!(vars("E"), "1-x");
+    assert_eq!(vars("F"), "bare");
+    assert_eq!(parsed.vars.len(), 6);
 }
 
 // ---- scaling ------------------------------------------------------------------
@@ -467,6 +480,158 @@ fn scaling_errors_name_the_field() {
         all.retain(|(k, _)| !vars.iter().any(|(v, _)| v == k));
         all.extend_from_slice(vars);
         let err = load(&all, Flags::default()).unwrap_err();
-        assert!(err.0.contains(name), "{name}: {err}");
+        assert!(err.to_string().contains(name), "{name}: {err}");
     }
+}
+
+// ---- one rule for the environment and .env; errors name their source ---------
+
+#[test]
+fn the_environment_beats_dotenv_for_app_variables_too() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.join(".env"),
+        "REVERB_APP_ID=app-id\nREVERB_APP_KEY=app-key\nREVERB_APP_SECRET=app-secret\n\
+         REVERB_APP_PING_INTERVAL=30\nREVERB_APP_MAX_CONNECTIONS=7\n",
+    )
+    .unwrap();
+    let c = load_in(&dir, &[("REVERB_APP_PING_INTERVAL", "5")], Flags::default()).unwrap();
+    let a = &c.apps[0];
+    assert_eq!((a.ping_interval, a.max_connections), (5, Some(7)));
+    assert_eq!(c.apps_source, AppsSource::EnvAndDotEnv);
+    assert!(c.describe().contains("apps (1 from environment and .env)"));
+    // a credential in the environment replaces the one in .env
+    let c = load_in(&dir, &[("REVERB_APP_KEY", "env-key")], Flags::default()).unwrap();
+    assert_eq!(
+        (c.apps[0].id.as_str(), c.apps[0].key.as_str()),
+        ("app-id", "env-key")
+    );
+    // and the credentials may be split between the two
+    std::fs::write(dir.join(".env"), "REVERB_APP_SECRET=app-secret\n").unwrap();
+    let c = load_in(&dir, &APP[..2], Flags::default()).unwrap();
+    assert_eq!(c.apps[0].secret, "app-secret");
+}
+
+#[test]
+fn app_errors_name_their_source() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.join(".env"),
+        "REVERB_APP_ID=app-id\nREVERB_APP_KEY=app-key\nREVERB_APP_SECRET=app-secret\n\
+         REVERB_APP_PING_INTERVAL=0\n",
+    )
+    .unwrap();
+    let e = load_in(&dir, &[], Flags::default()).unwrap_err();
+    let env_file = dir.join(".env");
+    assert_eq!(
+        e,
+        ConfigError::Invalid {
+            source: Source::DotEnv {
+                path: env_file.clone(),
+                line: 4,
+                var: "REVERB_APP_PING_INTERVAL"
+            },
+            why: "0 is out of range (1 to 86400)".into()
+        }
+    );
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "REVERB_APP_PING_INTERVAL ({} line 4): ",
+            env_file.display()
+        )),
+        "{text}"
+    );
+    let e = load_in(&dir, &[("REVERB_APP_PING_INTERVAL", "0")], Flags::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("REVERB_APP_PING_INTERVAL (environment): 0 is out of range"),
+        "{e}"
+    );
+    // an incomplete app says where the rest of it is
+    std::fs::write(dir.join(".env"), "REVERB_APP_ID=app-id\n").unwrap();
+    let e = load_in(&dir, &[], Flags::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("REVERB_APP_KEY, REVERB_APP_SECRET not set") && e.contains(".env"),
+        "{e}"
+    );
+}
+
+#[test]
+fn malformed_dotenv_lines_are_warned_about_with_their_line() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.join(".env"),
+        "# fine\nREVERB_APP_ID=app-id\nTHIS IS NOT A VALID LINE\n=novar\nREVERB_APP_KEY=app-key\n\
+         REVERB_APP_SECRET=app-secret\n",
+    )
+    .unwrap();
+    let warnings = std::cell::RefCell::new(Vec::new());
+    let flags = Flags::default();
+    let c = Config::load(&Inputs {
+        env: &|_| None,
+        flags: &flags,
+        dir: &dir,
+        warn: &|w| warnings.borrow_mut().push(w.to_string()),
+    })
+    .unwrap();
+    assert_eq!(c.apps[0].key, "app-key", "the other lines still count");
+    let warnings = warnings.into_inner();
+    let path = dir.join(".env").display().to_string();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with(&format!("{path} line 3: ")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].starts_with(&format!("{path} line 4: ")),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains("novar")),
+        "lines are not echoed: {warnings:?}"
+    );
+}
+
+#[test]
+fn addresses_are_checked_when_loading() {
+    for (flags, name) in [
+        (Flags::default().with(Key::Host, "not-an-ip"), "--host"),
+        (
+            Flags::default().with(Key::MetricsHost, "localhost"),
+            "--metrics-host",
+        ),
+    ] {
+        let e = load(&APP, flags).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{name} (command line): ")) && e.contains("not an IP address"),
+            "{e}"
+        );
+    }
+    let e = load(
+        &with_app(&[("REVERB_METRICS_HOST", "metrics.internal")]),
+        Flags::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("REVERB_METRICS_HOST (environment): "), "{e}");
+    // IPv6, with or without brackets
+    let c = load(
+        &APP,
+        Flags::default()
+            .with(Key::Host, "::")
+            .with(Key::MetricsHost, "[::1]"),
+    )
+    .unwrap();
+    assert_eq!(c.bind_addr().to_string(), "[::]:8080");
+    assert_eq!(
+        c.metrics.map(|m| m.to_string()).as_deref(),
+        Some("[::1]:9601")
+    );
+    // metrics port 0 is off, whatever the host
+    let c = load(&APP, Flags::default().with(Key::MetricsPort, "0")).unwrap();
+    assert_eq!(c.metrics, None);
 }

@@ -183,7 +183,7 @@ fn version_prints_name_and_version() {
 fn help_lists_every_flag() {
     let (status, out, err) = run_binary(&[], &["--help"]);
     assert_eq!(status.code(), Some(0), "{err}");
-    for (flag, value, help) in revurb::cli::FLAGS {
+    for (flag, value, help) in revurb::cli::flags() {
         assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
         assert!(
             out.contains(help),

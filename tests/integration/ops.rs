@@ -806,6 +806,38 @@ fn config_file_with_an_unknown_key_exits_2_naming_it() {
     assert!(err.contains("colour"), "{err}");
 }
 
+#[test]
+fn config_refuses_what_start_refuses_with_exit_2() {
+    let dir = TempDir::new("config-addr");
+    for (flag, value) in [("--metrics-host", "localhost"), ("--host", "not-an-ip")] {
+        for cmd in ["config", "start"] {
+            let (code, out, err) = run_config(&dir, &APP_ENV, &[cmd, flag, value]);
+            assert_eq!(code, 2, "{cmd} {flag} {value}: {err}");
+            assert!(
+                err.contains(flag) && err.contains("not an IP address"),
+                "{cmd}: {err}"
+            );
+            assert!(!out.contains("listening"), "{cmd}: {out}");
+        }
+    }
+}
+
+#[test]
+fn malformed_dotenv_lines_are_warned_about() {
+    let dir = TempDir::new("dotenv-bad");
+    dir.write(
+        ".env",
+        "REVERB_APP_ID=app-id\nTHIS IS NOT A VALID LINE\nREVERB_APP_KEY=app-key\n=novar\n\
+         REVERB_APP_SECRET=app-secret\n",
+    );
+    let (code, _, err) = run_config(&dir, &[], &["config"]);
+    assert_eq!(code, 0, "{err}");
+    for line in [2, 4] {
+        assert!(err.contains(&format!(".env line {line}: ")), "{err}");
+    }
+    assert!(err.contains("WARN"), "{err}");
+}
+
 /// `activity_timeout` from connection_established on `/app/<key>`.
 fn activity_timeout(s: &Server, key: &str) -> u64 {
     let (_ws, v) = first_event(s, key);
@@ -852,11 +884,17 @@ fn dotenv_in_the_working_directory_is_picked_up_by_start() {
     );
     assert_eq!((r.status, r.text().as_str()), (200, "{}"));
 
-    // the real environment wins over .env
+    // the real environment wins over .env, variable by variable: its
+    // credentials replace those of .env, and the .env activity timeout
+    // stays until the environment sets one too
     let s = Server::start_in(Some(dir.path()), &APP_ENV, &[], &[]);
-    assert_eq!(activity_timeout(&s, APP_KEY), 30);
+    assert_eq!(activity_timeout(&s, APP_KEY), 77);
     let (_, v) = first_event(&s, "dotenv-key");
     assert_eq!(v["event"], "pusher:error", "{v}");
+    let mut env = APP_ENV.to_vec();
+    env.push(("REVERB_APP_ACTIVITY_TIMEOUT", "5"));
+    let s = Server::start_in(Some(dir.path()), &env, &[], &[]);
+    assert_eq!(activity_timeout(&s, APP_KEY), 5);
 }
 
 #[test]
