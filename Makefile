@@ -15,7 +15,8 @@ run: build
 	$(DEV_ENV) ./target/release/revurb start --host 127.0.0.1 --port 8080
 
 # Every test: unit, scenario and integration tests (cargo), then the interop
-# tests with the official Pusher clients (node).
+# tests with the official Pusher clients and SDKs (node, and the Python SDK in
+# tests/interop/.venv; tests/interop/run.sh installs both when missing).
 test: unit interop
 
 unit:
@@ -48,7 +49,7 @@ install: build
 
 clean:
 	$(CARGO) clean
-	rm -rf tests/interop/node_modules
+	rm -rf tests/interop/node_modules tests/interop/.venv
 
 # Benchmarks (issue 5): build the server and the load generator in release, run the
 # standard set with the server pinned to CPU 0 and the generator to CPU 1 (when taskset

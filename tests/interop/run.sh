@@ -23,14 +23,18 @@ if ! command -v node >/dev/null 2>&1; then
     skip_or_fail "node is not installed (the interop tests need Node.js >= 20)"
 fi
 
-if [ ! -d tests/interop/node_modules ]; then
-    if ! command -v npm >/dev/null 2>&1; then
-        skip_or_fail "npm is not installed and tests/interop/node_modules is missing"
+if ! tests/interop/setup.sh node --if-missing; then
+    skip_or_fail "could not install tests/interop/node_modules (npm missing, or npm ci failed: no network or registry?)"
+fi
+
+# The Python SDK's venv. Without it python.test.mjs skips (outside CI) or
+# fails (CI=true), saying why; the other tests still run.
+if ! tests/interop/setup.sh python --if-missing; then
+    if in_ci; then
+        echo "interop: FAIL: could not make tests/interop/.venv (python3 -m venv, pip install -r tests/interop/python/requirements.txt)" >&2
+        exit 1
     fi
-    echo "interop: installing test dependencies (npm ci in tests/interop)"
-    if ! (cd tests/interop && npm ci --no-audit --no-fund); then
-        skip_or_fail "npm ci in tests/interop failed (no network or registry?)"
-    fi
+    echo "interop: the Python SDK tests will SKIP: could not make tests/interop/.venv (python3 with venv and pip, and network, are needed)" >&2
 fi
 
 export REVURB_BIN="${REVURB_BIN:-$root/target/debug/revurb}"

@@ -1,7 +1,9 @@
 // A tiny "Laravel app" for the interop tests: an HTTP server with the two
 // endpoints pusher-js calls (channel authorization and user authentication),
 // signing with the official `pusher` server SDK exactly as Laravel's
-// PusherBroadcaster does (`authorizeChannel` / `authenticateUser`).
+// PusherBroadcaster does (`authorizeChannel` / `authenticateUser`), or with
+// anything that has those two methods (they may return promises: the Python
+// SDK's signer in lib/python.mjs does).
 //
 // pusher-js's node build posts to these with its `ajax` transport (a bundled
 // node XMLHttpRequest), `application/x-www-form-urlencoded` bodies
@@ -38,7 +40,7 @@ export async function startAuthServer({ signer, users = {} }) {
     req.on('data', (d) => {
       body += d;
     });
-    req.on('end', () => {
+    req.on('end', async () => {
       const params = new URLSearchParams(body);
       const userKey = req.headers['x-user'];
       const record = { path: req.url, method: req.method, user: userKey, params: Object.fromEntries(params) };
@@ -60,13 +62,13 @@ export async function startAuthServer({ signer, users = {} }) {
           const presenceData = channel.startsWith('presence-')
             ? { user_id: user.id, user_info: user.info ?? {} }
             : undefined;
-          const signed = signer.authorizeChannel(socketId, channel, presenceData);
+          const signed = await signer.authorizeChannel(socketId, channel, presenceData);
           record.response = signed;
           return reply(200, signed);
         }
         if (req.url === '/broadcasting/user-auth') {
           // pusher-js requires user_data.id to be a non-empty string.
-          const signed = signer.authenticateUser(socketId, { id: String(user.id), user_info: user.info ?? {} });
+          const signed = await signer.authenticateUser(socketId, { id: String(user.id), user_info: user.info ?? {} });
           record.response = signed;
           return reply(200, signed);
         }
