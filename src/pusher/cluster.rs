@@ -118,6 +118,13 @@ impl Cluster {
         self.nodes.values().filter_map(move |n| n.apps.get(app_id))
     }
 
+    /// Count a message ignored as bad; whether to log it (the first few,
+    /// then at powers of two, so a noisy channel does not flood the log).
+    fn count_bad_message(&mut self) -> bool {
+        self.bad_messages += 1;
+        self.bad_messages <= BAD_MESSAGE_LOG_BURST || self.bad_messages.is_power_of_two()
+    }
+
     /// Whether a node other than `skip` has `key` in `channel`.
     fn has_user(&self, app_id: &str, channel: &str, key: &str, skip: Option<&str>) -> bool {
         self.nodes
@@ -442,29 +449,9 @@ impl Hub {
     }
 
     fn remote_message(&mut self, now: u64, payload: &[u8]) {
-        let Some(c) = self.cluster.as_mut() else {
+        let Some(env) = self.decode_remote(payload) else {
             return;
         };
-        if payload.starts_with(&c.own_prefix) {
-            return; // our own echo, already delivered here
-        }
-        let env = match Envelope::decode(payload) {
-            Ok(e) => e,
-            Err(e) => {
-                c.bad_messages += 1;
-                if c.bad_messages <= BAD_MESSAGE_LOG_BURST || c.bad_messages.is_power_of_two() {
-                    crate::log_warn!(
-                        "ignored a message on the Redis channel ({} so far): {e}: {}",
-                        c.bad_messages,
-                        super::truncate_bytes(payload, 120)
-                    );
-                }
-                return;
-            }
-        };
-        if env.node == c.node {
-            return; // our own, already delivered here
-        }
         // Neither makes the sender a node of the cluster (`revurb restart`
         // is not one, and a node saying goodbye is leaving).
         match env.body {
@@ -473,29 +460,78 @@ impl Hub {
                 self.out.push_back(Output::Restart);
                 return;
             }
-            Body::Bye => {
-                if c.nodes.contains_key(&env.node) {
-                    crate::log_info!("cluster: node {} left", env.node);
-                    self.replace_state(&env.node, BTreeMap::new());
-                    if let Some(c) = self.cluster.as_mut() {
-                        c.nodes.remove(&env.node);
-                        c.resync.remove(&env.node);
-                    }
-                }
-                return;
-            }
+            Body::Bye => return self.node_left(&env.node),
             _ => {}
         }
+        let Some(known) = self.hear_from(now, &env) else {
+            return;
+        };
+        if !known {
+            crate::log_info!("cluster: node {} joined", env.node);
+            if !matches!(env.body, Body::State { .. }) {
+                self.publish(Body::Want {
+                    to: env.node.clone(),
+                });
+            }
+        }
+        self.apply(now, &env.node, env.body);
+    }
+
+    /// The envelope of a message from another node; `None` for our own
+    /// echo and for anything that is not a revurb message (counted, and
+    /// logged in bursts).
+    fn decode_remote(&mut self, payload: &[u8]) -> Option<Envelope> {
+        let c = self.cluster.as_mut()?;
+        if payload.starts_with(&c.own_prefix) {
+            return None; // our own echo, already delivered here
+        }
+        match Envelope::decode(payload) {
+            Ok(env) if env.node == c.node => None, // our own, already delivered here
+            Ok(env) => Some(env),
+            Err(e) => {
+                if c.count_bad_message() {
+                    crate::log_warn!(
+                        "ignored a message on the Redis channel ({} so far): {e}: {}",
+                        c.bad_messages,
+                        super::truncate_bytes(payload, 120)
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// A node said goodbye: forget it and its members now.
+    fn node_left(&mut self, node: &str) {
+        if self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.nodes.contains_key(node))
+        {
+            crate::log_info!("cluster: node {node} left");
+            self.replace_state(node, BTreeMap::new());
+            if let Some(c) = self.cluster.as_mut() {
+                c.nodes.remove(node);
+                c.resync.remove(node);
+            }
+        }
+    }
+
+    /// Note that the sender of `env` is alive (adding it to the view if
+    /// new). Returns whether it was known before, or `None` when the message
+    /// must be ignored: a delivery already seen, or a new node past
+    /// [`MAX_NODES`].
+    fn hear_from(&mut self, now: u64, env: &Envelope) -> Option<bool> {
+        let c = self.cluster.as_mut()?;
         let known = c.nodes.contains_key(&env.node);
         if !known && c.nodes.len() + 1 >= MAX_NODES {
-            c.bad_messages += 1;
-            if c.bad_messages <= BAD_MESSAGE_LOG_BURST || c.bad_messages.is_power_of_two() {
+            if c.count_bad_message() {
                 crate::log_warn!(
                     "ignored a message from node {}: already {MAX_NODES} nodes in the cluster",
                     env.node
                 );
             }
-            return;
+            return None;
         }
         let retired_seq = if known {
             0
@@ -517,23 +553,17 @@ impl Hub {
         if env.body.durable() {
             if env.seq <= node.last_seq {
                 c.duplicates += 1;
-                return;
+                return None;
             }
             node.last_seq = env.seq;
         }
         node.last_seen = now;
         c.resync.remove(&env.node);
-        if !known {
-            crate::log_info!("cluster: node {} joined", env.node);
-            if !matches!(env.body, Body::State { .. }) {
-                self.publish(Body::Want {
-                    to: env.node.clone(),
-                });
-            }
-        }
-        self.apply(now, &env.node, env.body);
+        Some(known)
     }
 
+    /// What a message from a live node says, applied to this node's view
+    /// and clients.
     fn apply(&mut self, now: u64, node: &str, body: Body) {
         match body {
             Body::Heartbeat => {}
@@ -562,6 +592,38 @@ impl Hub {
                 let json = message::client_event(&event, &channel, &data, user_id.as_ref());
                 self.deliver(now, app, &channel, &json, None, Some((&event, &data)));
             }
+            body @ (Body::Join { .. } | Body::Leave { .. }) => self.apply_presence(node, body),
+            Body::Counts {
+                app,
+                connections,
+                channels,
+            } => self.apply_counts(node, &app, connections, channels),
+            Body::State { apps, reply } => {
+                self.adopt_caches(now, &apps);
+                self.replace_state(node, apps);
+                if reply {
+                    let apps = self.local_state(now);
+                    self.publish(Body::State { apps, reply: false });
+                }
+            }
+            Body::Want { to } => {
+                if self.cluster.as_ref().is_some_and(|c| c.node == to) {
+                    let apps = self.local_state(now);
+                    self.publish(Body::State { apps, reply: false });
+                }
+            }
+            Body::Terminate { app, user_id } => {
+                if let Some(app) = self.known_app(&app) {
+                    self.terminate_user_local(now, app, &user_id);
+                }
+            }
+            Body::Restart | Body::Bye => {} // handled in `remote`
+        }
+    }
+
+    /// A `join` or `leave` of a user on `node`.
+    fn apply_presence(&mut self, node: &str, body: Body) {
+        match body {
             Body::Join { channel, .. } | Body::Leave { channel, .. }
                 if !channel::Kind::of(&channel).is_presence() =>
             {
@@ -595,45 +657,31 @@ impl Hub {
                 ms.retain(|x| x.key != key);
                 self.set_members(node, &app, &channel, ms);
             }
-            Body::Counts {
-                app,
-                connections,
-                channels,
-            } => {
-                if let Some(a) = self.remote_app_mut(node, &app) {
-                    a.connections = connections;
-                    for (name, n) in channels {
-                        if !channel::valid_api_name(&name) {
-                            continue;
-                        }
-                        if n == 0 {
-                            a.subs.remove(&name);
-                        } else {
-                            a.subs.insert(name, n);
-                        }
-                    }
+            _ => {}
+        }
+    }
+
+    /// `counts` from `node`: its open connections of an app and the
+    /// subscribers of the channels that changed (0: gone there).
+    fn apply_counts(
+        &mut self,
+        node: &str,
+        app: &str,
+        connections: u64,
+        channels: BTreeMap<String, u64>,
+    ) {
+        if let Some(a) = self.remote_app_mut(node, app) {
+            a.connections = connections;
+            for (name, n) in channels {
+                if !channel::valid_api_name(&name) {
+                    continue;
+                }
+                if n == 0 {
+                    a.subs.remove(&name);
+                } else {
+                    a.subs.insert(name, n);
                 }
             }
-            Body::State { apps, reply } => {
-                self.adopt_caches(now, &apps);
-                self.replace_state(node, apps);
-                if reply {
-                    let apps = self.local_state(now);
-                    self.publish(Body::State { apps, reply: false });
-                }
-            }
-            Body::Want { to } => {
-                if self.cluster.as_ref().is_some_and(|c| c.node == to) {
-                    let apps = self.local_state(now);
-                    self.publish(Body::State { apps, reply: false });
-                }
-            }
-            Body::Terminate { app, user_id } => {
-                if let Some(app) = self.known_app(&app) {
-                    self.terminate_user_local(now, app, &user_id);
-                }
-            }
-            Body::Restart | Body::Bye => {} // handled in `remote`
         }
     }
 

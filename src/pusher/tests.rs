@@ -7,7 +7,9 @@
 
 use super::*;
 use crate::websocket::client::parse_server_frame;
+use channel::{Auth, CACHE_TTL_MS};
 use serde_json::json;
+use serde_json::{Map, Value};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 // ---- fixtures ----------------------------------------------------------------
