@@ -1,6 +1,7 @@
 //! The man pages under `man/` are the one reference: they name every
 //! command-line flag, environment variable and configuration key the code
-//! knows, render without warnings, and are all installed. The README stays a
+//! knows, each with the default the option table gives it, render without
+//! warnings, and are all installed. The README stays a
 //! short guide that points to them, and the samples and example files it
 //! shows work with the binary as built.
 
@@ -98,6 +99,109 @@ fn man_page_lists_every_env_var_and_config_key() {
             o.json
         );
     }
+}
+
+/// One `.TP` entry of a man page, escapes undone: its tag line and its body
+/// (up to the next `.TP`, section or paragraph).
+struct Entry {
+    page: String,
+    tag: String,
+    body: Vec<String>,
+}
+
+impl Entry {
+    /// The words of the tag, without the font macro, quotes, commas and font
+    /// escapes: `.BI --host " HOST"` names `--host` and `HOST`.
+    fn names(&self) -> Vec<String> {
+        let tag = ["\\fB", "\\fI", "\\fR", "\\fP"]
+            .iter()
+            .fold(self.tag.clone(), |t, esc| t.replace(esc, " "));
+        tag.split_whitespace()
+            .filter(|w| !w.starts_with('.'))
+            .map(|w| w.trim_matches(|c| c == '"' || c == ',').to_string())
+            .filter(|w| !w.is_empty())
+            .collect()
+    }
+
+    /// What follows `Default:` in the body, if it has such a line.
+    fn default(&self) -> Option<&str> {
+        self.body
+            .iter()
+            .find_map(|l| l.strip_prefix("Default:"))
+            .map(str::trim)
+    }
+}
+
+/// Every `.TP` entry of every man page.
+fn tp_entries() -> Vec<Entry> {
+    let ends = |l: &str| {
+        [".TP", ".SH", ".SS", ".PP", ".LP", ".P"]
+            .iter()
+            .any(|m| l == *m || l.starts_with(&format!("{m} ")))
+    };
+    let mut entries = Vec::new();
+    for page in man_pages() {
+        let text = unescape(&std::fs::read_to_string(&page).unwrap());
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, _) in lines.iter().enumerate().filter(|(_, l)| **l == ".TP") {
+            let Some(tag) = lines.get(i + 1) else {
+                continue;
+            };
+            let body = lines[i + 2..]
+                .iter()
+                .take_while(|l| !ends(l))
+                .map(|l| l.to_string())
+                .collect();
+            entries.push(Entry {
+                page: citation(&page),
+                tag: tag.to_string(),
+                body,
+            });
+        }
+    }
+    entries
+}
+
+/// Each option, under each of its names (flag, environment variable, JSON
+/// key), has a `.TP` entry whose body says `Default:` and the default as the
+/// option table renders it; no entry that names it gives another default.
+#[test]
+fn man_pages_give_every_option_its_real_default() {
+    let entries = tp_entries();
+    let mut problems = Vec::new();
+    let mut check = |name: &str, want: &str| {
+        let tagged: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| e.names().iter().any(|n| n == name))
+            .collect();
+        let mut right = false;
+        for e in &tagged {
+            match e.default() {
+                Some(d) if d == want => right = true,
+                Some(d) => problems.push(format!(
+                    "{}: the entry for {name} says `Default: {d}`; the default is `{want}`",
+                    e.page
+                )),
+                None => {}
+            }
+        }
+        if !right {
+            problems.push(format!(
+                "no man page has a .TP entry for {name} with `Default: {want}`"
+            ));
+        }
+    };
+    for o in OPTIONS {
+        let names = [Some(o.env), Some(o.json), o.flag.map(|f| f.name)];
+        for name in names.into_iter().flatten() {
+            check(name, o.default_text());
+        }
+    }
+    for o in APP_OPTIONS {
+        check(o.env, o.default_text());
+        check(o.json, o.default_text());
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]
