@@ -92,15 +92,13 @@ pub struct Conn {
     pub writable: bool,
     /// In the loop's dirty list, to be flushed at the end of this turn.
     pub dirty: bool,
-    /// Tells timer entries for a reused slot apart.
-    pub serial: u64,
     /// TLS produced bytes while reading (a handshake step) that need a flush.
     pub needs_flush: bool,
 }
 
 impl Conn {
     /// A connection `listener` accepted, reading its first request until `deadline`.
-    pub fn new(stream: TcpStream, listener: Listener, serial: u64, deadline: u64) -> Conn {
+    pub fn new(stream: TcpStream, listener: Listener, deadline: u64) -> Conn {
         Conn {
             stream,
             tls: None,
@@ -111,7 +109,6 @@ impl Conn {
             out_bytes: 0,
             writable: false,
             dirty: false,
-            serial,
             needs_flush: false,
         }
     }

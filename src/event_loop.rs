@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mio::net::TcpListener;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -37,6 +37,9 @@ use crate::websocket::{self, Event, Step};
 use crate::{log_debug, log_error, log_info, log_warn};
 
 mod redis_link;
+mod slab;
+
+use slab::Slab;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -67,19 +70,16 @@ pub struct Server {
     flags: Flags,
     metrics: Metrics,
     hub: Hub,
-    conns: Vec<Option<Conn>>,
-    /// The generation of each slot of `conns`, bumped when the slot is
-    /// reused, so the hub's output for a closed connection never reaches
-    /// the next one in its slot.
-    generations: Vec<u32>,
-    free: Vec<usize>,
-    next_serial: u64,
-    /// Loop deadlines: (when, conn, serial); stale entries are skipped.
-    timers: BinaryHeap<Reverse<(u64, usize, u64)>>,
+    /// The client connections; a `ConnId` names a slot and its generation,
+    /// so an id kept past its connection finds nothing.
+    conns: Slab<Conn>,
+    /// Loop deadlines: (when, conn); an entry whose connection is gone or
+    /// whose phase deadline is another is stale and skipped.
+    timers: BinaryHeap<Reverse<(u64, ConnId)>>,
     /// Connections with queued output to flush this turn.
-    dirty: Vec<usize>,
+    dirty: Vec<ConnId>,
     /// Connections that used their read budget and still have input.
-    more_to_read: Vec<usize>,
+    more_to_read: Vec<ConnId>,
     scratch: Vec<u8>,
     start: Instant,
     accept_paused_until: Option<u64>,
@@ -197,10 +197,7 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
         tls,
         metrics: Metrics::default(),
         hub,
-        conns: Vec::new(),
-        generations: Vec::new(),
-        free: Vec::new(),
-        next_serial: 1,
+        conns: Slab::default(),
         timers: BinaryHeap::new(),
         dirty: Vec::new(),
         more_to_read: Vec::new(),
@@ -260,7 +257,9 @@ impl Server {
                         );
                     }
                     Token(t) => {
-                        let id = t - FIRST_CONN;
+                        let Some(id) = self.conns.id_at(t - FIRST_CONN) else {
+                            continue; // dropped earlier in this batch
+                        };
                         if event.is_writable()
                             && let Some(c) = self.conn_mut(id)
                         {
@@ -284,7 +283,7 @@ impl Server {
             self.drain_hub();
             self.flush_dirty();
             if let Some(since) = self.shutting_down {
-                let open = self.conns.iter().flatten().count();
+                let open = self.conns.len();
                 if open == 0 || now >= since + SHUTDOWN_GRACE_MS {
                     log_info!("shutdown complete ({open} connections still open were dropped)");
                     return Ok(());
@@ -304,7 +303,7 @@ impl Server {
         }
         let now = self.now();
         let mut next = [
-            self.timers.peek().map(|Reverse((t, _, _))| *t),
+            self.timers.peek().map(|Reverse((t, _))| *t),
             self.hub.poll_timeout(),
             self.accept_paused_until,
             self.shutting_down.map(|s| s + SHUTDOWN_GRACE_MS),
@@ -323,26 +322,12 @@ impl Server {
         Some(Duration::from_millis(next - now + 1))
     }
 
-    /// The hub's id for the connection in slot `id`.
-    fn hub_id(&self, id: usize) -> ConnId {
-        let generation = self.generations.get(id).copied().unwrap_or(0);
-        ConnId::new(id as u32, generation)
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(id)
     }
 
-    /// The slot of a hub id, if that connection still holds it.
-    fn slot_of(&self, id: ConnId) -> Option<usize> {
-        let slot = id.slot();
-        (self.generations.get(slot) == Some(&id.generation())
-            && self.conns.get(slot).is_some_and(Option::is_some))
-        .then_some(slot)
-    }
-
-    fn conn_mut(&mut self, id: usize) -> Option<&mut Conn> {
-        self.conns.get_mut(id).and_then(Option::as_mut)
-    }
-
-    fn mark_dirty(&mut self, id: usize) {
-        if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut)
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id)
             && !c.dirty
         {
             c.dirty = true;
@@ -352,10 +337,8 @@ impl Server {
 
     /// Wake up at `at` to check the connection's phase deadline (which the
     /// caller has set to `at`).
-    fn arm_timer(&mut self, id: usize, at: u64) {
-        if let Some(c) = self.conns.get(id).and_then(Option::as_ref) {
-            self.timers.push(Reverse((at, id, c.serial)));
-        }
+    fn arm_timer(&mut self, id: ConnId, at: u64) {
+        self.timers.push(Reverse((at, id)));
     }
 
     // ---- accept -------------------------------------------------------------
@@ -379,52 +362,7 @@ impl Server {
                 _ => self.listener.accept(),
             };
             match accepted {
-                Ok((mut stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let id = match self.free.pop() {
-                        Some(id) => {
-                            self.generations[id] = self.generations[id].wrapping_add(1);
-                            id
-                        }
-                        None => {
-                            self.conns.push(None);
-                            self.generations.push(0);
-                            self.conns.len() - 1
-                        }
-                    };
-                    if let Err(e) = self.poll.registry().register(
-                        &mut stream,
-                        Token(id + FIRST_CONN),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        log_warn!("cannot register a new connection: {e}");
-                        self.free.push(id);
-                        continue;
-                    }
-                    let serial = self.next_serial;
-                    self.next_serial += 1;
-                    let deadline = self.now() + self.cfg.request_timeout * 1000;
-                    let mut conn = Conn::new(stream, listener, serial, deadline);
-                    if listener == Listener::Main
-                        && let Some(tls) = &self.tls
-                    {
-                        match rustls::ServerConnection::new(tls.clone()) {
-                            Ok(mut t) => {
-                                // bound what rustls buffers; the rest waits in our queue
-                                t.set_buffer_limit(Some(64 * 1024));
-                                conn.tls = Some(Box::new(t));
-                            }
-                            Err(e) => {
-                                log_warn!("cannot start a TLS session: {e}");
-                                let _ = self.poll.registry().deregister(&mut conn.stream);
-                                self.free.push(id);
-                                continue;
-                            }
-                        }
-                    }
-                    self.conns[id] = Some(conn);
-                    self.arm_timer(id, deadline);
-                }
+                Ok((stream, _peer)) => self.admit(listener, stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -437,6 +375,43 @@ impl Server {
                     return;
                 }
             }
+        }
+    }
+
+    /// Give an accepted socket a slot, a token and its first request
+    /// deadline: the start of its life, in the HTTP phase.
+    fn admit(&mut self, listener: Listener, mut stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let deadline = self.now() + self.cfg.request_timeout * 1000;
+        // The TLS session first, so that its failure leaves nothing to undo.
+        let tls = match (listener, &self.tls) {
+            (Listener::Main, Some(cfg)) => match rustls::ServerConnection::new(cfg.clone()) {
+                Ok(mut t) => {
+                    // bound what rustls buffers; the rest waits in our queue
+                    t.set_buffer_limit(Some(64 * 1024));
+                    Some(Box::new(t))
+                }
+                Err(e) => {
+                    log_warn!("cannot start a TLS session: {e}");
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let registry = self.poll.registry();
+        let added = self.conns.insert_with(|id| {
+            registry.register(
+                &mut stream,
+                Token(id.slot() + FIRST_CONN),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            let mut conn = Conn::new(stream, listener, deadline);
+            conn.tls = tls;
+            Ok::<_, io::Error>(conn)
+        });
+        match added {
+            Ok(id) => self.arm_timer(id, deadline),
+            Err(e) => log_warn!("cannot register a new connection: {e}"),
         }
     }
 
@@ -472,13 +447,11 @@ impl Server {
             self.hub.cluster_goodbye(now);
             self.drain_hub();
             // HTTP connections are simply closed.
-            for id in 0..self.conns.len() {
-                if matches!(
-                    self.conns[id].as_ref().map(|c| &c.phase),
-                    Some(Phase::Http { .. })
-                ) {
-                    self.begin_close(id, now);
-                }
+            let http: Vec<ConnId> = (self.conns.ids())
+                .filter(|&id| matches!(self.conns.get(id), Some(c) if matches!(c.phase, Phase::Http { .. })))
+                .collect();
+            for id in http {
+                self.begin_close(id, now);
             }
         }
     }
@@ -573,10 +546,10 @@ impl Server {
 
     // ---- reading ------------------------------------------------------------
 
-    fn read(&mut self, id: usize) {
+    fn read(&mut self, id: ConnId) {
         let mut budget = READ_BUDGET;
         loop {
-            let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+            let Some(c) = self.conns.get_mut(id) else {
                 return;
             };
             if budget == 0 {
@@ -613,9 +586,9 @@ impl Server {
 
     /// Handle `n` fresh bytes in the scratch buffer. Returns false when the
     /// connection is gone or no more input should be read now.
-    fn handle_bytes(&mut self, id: usize, n: usize) -> bool {
+    fn handle_bytes(&mut self, id: ConnId, n: usize) -> bool {
         let now = self.now();
-        let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+        let Some(c) = self.conns.get_mut(id) else {
             return false;
         };
         if c.is_closing() {
@@ -631,8 +604,8 @@ impl Server {
         }
         let len = if from_scratch { n } else { buf.len() };
         let used = self.process(id, &mut buf[..len], now);
-        let alive = self.conns.get(id).is_some_and(Option::is_some);
-        if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut)
+        let alive = self.conns.get(id).is_some();
+        if let Some(c) = self.conns.get_mut(id)
             && !c.is_closing()
             && used < len
         {
@@ -646,10 +619,10 @@ impl Server {
     }
 
     /// Run the parsers over `buf`; returns how many bytes were consumed.
-    fn process(&mut self, id: usize, buf: &mut [u8], now: u64) -> usize {
+    fn process(&mut self, id: ConnId, buf: &mut [u8], now: u64) -> usize {
         let mut used = 0;
         loop {
-            let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+            let Some(c) = self.conns.get_mut(id) else {
                 return used;
             };
             match &mut c.phase {
@@ -680,7 +653,7 @@ impl Server {
                         }
                         Err(e) => {
                             log_debug!("WebSocket error: {e}");
-                            self.hub.close(now, self.hub_id(id));
+                            self.hub.close(now, id);
                             self.close_ws(id, e.close_code(), e.reason(), now);
                             return buf.len();
                         }
@@ -690,25 +663,24 @@ impl Server {
         }
     }
 
-    fn ws_event(&mut self, id: usize, event: Event<'_>, now: u64) {
-        let hub_id = self.hub_id(id);
+    fn ws_event(&mut self, id: ConnId, event: Event<'_>, now: u64) {
         match event {
-            Event::Text(text) => self.hub.message(now, hub_id, &text),
+            Event::Text(text) => self.hub.message(now, id, &text),
             // Reverb hands binary frames to the same handler; they are not
             // Pusher messages, so the hub answers 4200 unless they are JSON.
             Event::Binary(bytes) => match std::str::from_utf8(&bytes) {
-                Ok(text) => self.hub.message(now, hub_id, text),
-                Err(_) => self.hub.message(now, hub_id, ""),
+                Ok(text) => self.hub.message(now, id, text),
+                Err(_) => self.hub.message(now, id, ""),
             },
             Event::Ping(payload) => {
                 let pong = websocket::pong_frame(payload);
                 self.queue(id, Chunk::Owned(pong));
-                self.hub.control(now, hub_id);
+                self.hub.control(now, id);
             }
-            Event::Pong => self.hub.control(now, hub_id),
+            Event::Pong => self.hub.control(now, id),
             Event::Close(code, _reason) => {
                 // Echo the close (RFC 6455 5.5.1) and forget the connection.
-                self.hub.close(now, hub_id);
+                self.hub.close(now, id);
                 let code = match code {
                     Some(c)
                         if (1000..5000).contains(&c) && ![1004, 1005, 1006, 1015].contains(&c) =>
@@ -727,11 +699,11 @@ impl Server {
     // ---- HTTP ---------------------------------------------------------------
 
     /// A complete request: the router decides, the loop carries it out.
-    fn request(&mut self, id: usize, req: Request, now: u64) {
+    fn request(&mut self, id: ConnId, req: Request, now: u64) {
         let Some(Conn {
             phase: Phase::Http { listener, .. },
             ..
-        }) = self.conns.get(id).and_then(Option::as_ref)
+        }) = self.conns.get(id)
         else {
             return;
         };
@@ -752,7 +724,7 @@ impl Server {
         self.carry_out(id, action, now);
     }
 
-    fn carry_out(&mut self, id: usize, action: Action<'_>, now: u64) {
+    fn carry_out(&mut self, id: ConnId, action: Action<'_>, now: u64) {
         match action {
             Action::Respond { bytes, close } => self.respond(id, bytes, close, now),
             Action::Upgrade {
@@ -763,7 +735,7 @@ impl Server {
         }
     }
 
-    fn respond(&mut self, id: usize, bytes: Vec<u8>, close: bool, now: u64) {
+    fn respond(&mut self, id: ConnId, bytes: Vec<u8>, close: bool, now: u64) {
         self.queue(id, Chunk::Owned(bytes));
         if close {
             self.begin_close(id, now);
@@ -783,7 +755,7 @@ impl Server {
 
     fn upgrade(
         &mut self,
-        id: usize,
+        id: ConnId,
         handshake: Vec<u8>,
         key: &str,
         origin: Option<&str>,
@@ -797,7 +769,7 @@ impl Server {
                 max_message: 0,
             };
         }
-        if let Some(opened) = self.hub.open(now, self.hub_id(id), key, origin)
+        if let Some(opened) = self.hub.open(now, id, key, origin)
             && let Some(Conn {
                 phase: Phase::WebSocket { max_message, .. },
                 ..
@@ -810,9 +782,9 @@ impl Server {
 
     // ---- output ---------------------------------------------------------------
 
-    fn queue(&mut self, id: usize, chunk: Chunk) {
+    fn queue(&mut self, id: ConnId, chunk: Chunk) {
         let limit = self.cfg.write_queue_limit;
-        let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+        let Some(c) = self.conns.get_mut(id) else {
             return;
         };
         c.push(chunk);
@@ -826,11 +798,10 @@ impl Server {
             }
             let now = self.now();
             if matches!(
-                self.conns[id].as_ref().map(|c| &c.phase),
+                self.conns.get(id).map(|c| &c.phase),
                 Some(Phase::WebSocket { .. })
             ) {
-                let hub_id = self.hub_id(id);
-                self.hub.kick(now, hub_id, PusherError::OverCapacity);
+                self.hub.kick(now, id, PusherError::OverCapacity);
             } else {
                 self.begin_close(id, now);
             }
@@ -841,16 +812,11 @@ impl Server {
     fn drain_hub(&mut self) {
         while let Some(out) = self.hub.poll_output() {
             match out {
-                Output::Send(id, frame) => {
-                    if let Some(slot) = self.slot_of(id) {
-                        self.queue(slot, Chunk::Shared(frame));
-                    }
-                }
+                // a stale id (its connection is gone) finds nothing in the slab
+                Output::Send(id, frame) => self.queue(id, Chunk::Shared(frame)),
                 Output::Close(id, err) => {
-                    if let Some(slot) = self.slot_of(id) {
-                        let now = self.now();
-                        self.close_ws(slot, err.code(), err.message(), now);
-                    }
+                    let now = self.now();
+                    self.close_ws(id, err.code(), err.message(), now);
                 }
                 // Publishing is redis_turn's: the policy takes them there.
                 Output::Publish { payload, durable } => {
@@ -873,13 +839,8 @@ impl Server {
     }
 
     /// Queue a close frame and start closing.
-    fn close_ws(&mut self, id: usize, code: u16, reason: &str, now: u64) {
-        if self
-            .conns
-            .get(id)
-            .and_then(Option::as_ref)
-            .is_some_and(|c| !c.is_closing())
-        {
+    fn close_ws(&mut self, id: ConnId, code: u16, reason: &str, now: u64) {
+        if self.conns.get(id).is_some_and(|c| !c.is_closing()) {
             self.queue(id, Chunk::Owned(websocket::close_frame(code, reason)));
             self.begin_close(id, now);
         }
@@ -887,7 +848,7 @@ impl Server {
 
     /// After the queue is flushed the write side is shut; input is drained
     /// until EOF or the close deadline.
-    fn begin_close(&mut self, id: usize, now: u64) {
+    fn begin_close(&mut self, id: ConnId, now: u64) {
         let deadline = now + CLOSE_TIMEOUT_MS;
         if self.conn_mut(id).is_some_and(|c| c.begin_closing(deadline)) {
             self.arm_timer(id, deadline);
@@ -897,7 +858,7 @@ impl Server {
 
     fn flush_dirty(&mut self) {
         for id in std::mem::take(&mut self.dirty) {
-            let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+            let Some(c) = self.conns.get_mut(id) else {
                 continue;
             };
             c.dirty = false;
@@ -914,15 +875,15 @@ impl Server {
     }
 
     fn expire(&mut self, now: u64) {
-        while let Some(&Reverse((at, id, serial))) = self.timers.peek() {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            let Some(c) = self.conns.get(id).and_then(Option::as_ref) else {
+            let Some(c) = self.conns.get(id) else {
                 continue;
             };
-            if c.serial != serial || c.phase.deadline() != Some(at) {
+            if c.phase.deadline() != Some(at) {
                 continue; // a newer deadline or phase replaced this one
             }
             match c.phase {
@@ -934,12 +895,11 @@ impl Server {
     }
 
     /// Forget a socket now (EOF, error, or the close deadline passed).
-    fn drop_conn(&mut self, id: usize) {
+    fn drop_conn(&mut self, id: ConnId) {
         let now = self.now();
-        if let Some(mut c) = self.conns.get_mut(id).and_then(Option::take) {
+        if let Some(mut c) = self.conns.remove(id) {
             let _ = self.poll.registry().deregister(&mut c.stream);
-            self.free.push(id);
-            self.hub.close(now, self.hub_id(id));
+            self.hub.close(now, id);
             self.drain_hub();
         }
     }
