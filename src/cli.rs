@@ -138,7 +138,8 @@ pub fn usage() -> String {
         "\nThe apps come from the --config file (apps.apps), else from REVERB_APP_ID,\n\
          REVERB_APP_KEY and REVERB_APP_SECRET in the environment or ./.env, else from\n\
          ./revurb.json (apps.apps). A variable in the real environment beats the same\n\
-         one in ./.env. See `man revurb` for every option, variable and key.\n",
+         one in ./.env. See revurb(1) and revurb.json(5) for every option, variable\n\
+         and key.\n",
     );
     s
 }
