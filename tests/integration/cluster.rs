@@ -5,8 +5,9 @@
 //! nodes; a killed node; Redis stopped and started again; garbage on the
 //! Redis channel.
 //!
-//! Without `redis-server` on PATH these tests say so and pass, except under
-//! CI (`CI=true`) where they fail.
+//! Without `redis-server` on PATH cargo reports these tests as ignored, with
+//! the reason (build.rs sets `cfg(no_redis)`), except under CI (`CI=true`)
+//! where they run and fail.
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,12 +17,12 @@ use serde_json::{Value, json};
 use crate::cluster_support::{
     FORM_DEADLINE, NODE_TIMEOUT_SECS, Reply, SILENCE, SYNC_DEADLINE, close_ws, event_text,
     expect_member_added, expect_member_removed, expect_member_removed_within, expect_once,
-    expect_text_within, form_cluster, join_presence, presence_ids, redis_or_skip, scaling_env,
-    signin, start_cluster, start_node, stderr_since, subscribe_private, timed_json,
-    wait_connections_everywhere, wait_everywhere, wait_stderr, wait_until, wait_users_everywhere,
+    expect_text_within, form_cluster, join_presence, presence_ids, scaling_env, signin,
+    start_cluster, start_node, start_redis, stderr_since, subscribe_private, timed_json,
+    wait_connections_everywhere, wait_everywhere, wait_stderr, wait_users_everywhere,
 };
 use crate::support::{
-    APP_ENV, Server, TempDir, Ws, pusher_error, run_binary_in, subscription_succeeded,
+    APP_ENV, Server, TempDir, Ws, pusher_error, run_binary_in, subscription_succeeded, wait_until,
 };
 
 /// How long a node whose Redis came back may take to reconnect (its
@@ -48,10 +49,12 @@ fn post_event(node: &Server, body: Value) {
 // ---- the harness itself ---------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_harness_redis_pings_publishes_stops_and_starts_again() {
-    let Some(mut redis) = redis_or_skip() else {
-        return;
-    };
+    let mut redis = start_redis();
     assert!(redis.ping());
     assert_eq!(redis.publish("reverb", b"nobody listens"), 0);
 
@@ -90,10 +93,12 @@ fn cluster_harness_redis_pings_publishes_stops_and_starts_again() {
 // ---- events ---------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_api_event_reaches_subscribers_on_every_node_exactly_once() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     let nodes = start_cluster(&redis, 2);
     let (a, b) = (&nodes[0], &nodes[1]);
     let mut on_a = subscriber(a, "news");
@@ -140,10 +145,12 @@ fn cluster_api_event_reaches_subscribers_on_every_node_exactly_once() {
 }
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_socket_id_exclusion_works_across_nodes() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     let nodes = start_cluster(&redis, 2);
     let (a, b) = (&nodes[0], &nodes[1]);
     let mut on_a = subscriber(a, "chat");
@@ -187,10 +194,12 @@ fn cluster_socket_id_exclusion_works_across_nodes() {
 }
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_client_events_cross_nodes_and_are_not_echoed() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     let nodes = start_cluster(&redis, 2);
     let (a, b) = (&nodes[0], &nodes[1]);
 
@@ -255,10 +264,12 @@ fn cluster_client_events_cross_nodes_and_are_not_echoed() {
 }
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_send_to_user_reaches_a_user_signed_in_on_another_node() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     let nodes = start_cluster(&redis, 2);
     let (a, b) = (&nodes[0], &nodes[1]);
     let (mut user_on_b, b_id) = b.pusher();
@@ -297,10 +308,12 @@ fn cluster_send_to_user_reaches_a_user_signed_in_on_another_node() {
 // ---- presence ---------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_presence_members_join_and_leave_once_across_nodes() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     let nodes = start_cluster(&redis, 3);
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
 
@@ -415,10 +428,12 @@ fn cluster_presence_members_join_and_leave_once_across_nodes() {
 }
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_killed_node_members_are_removed_within_the_node_timeout() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     let nodes = start_cluster(&redis, 2);
     let (a, b) = (&nodes[0], &nodes[1]);
     let room = "presence-kill";
@@ -462,10 +477,12 @@ fn cluster_killed_node_members_are_removed_within_the_node_timeout() {
 // ---- counts ---------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_counts_and_queries_are_cluster_wide_and_fast() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     let nodes = start_cluster(&redis, 3);
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let mut a1 = subscriber(a, "chan-a");
@@ -589,10 +606,12 @@ fn cluster_counts_and_queries_are_cluster_wide_and_fast() {
 // ---- terminate and restart -------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_terminate_connections_reaches_the_users_connections_on_other_nodes() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     let nodes = start_cluster(&redis, 2);
     let (a, b) = (&nodes[0], &nodes[1]);
     let room = "presence-term";
@@ -632,10 +651,12 @@ fn cluster_terminate_connections_reaches_the_users_connections_on_other_nodes() 
 }
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_restart_reaches_every_node() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     let mut nodes = start_cluster(&redis, 3);
     let mut clients: Vec<Ws> = nodes.iter().map(|n| subscriber(n, "chan")).collect();
     wait_connections_everywhere(&nodes, 3, SYNC_DEADLINE);
@@ -673,10 +694,12 @@ fn cluster_restart_reaches_every_node() {
 // ---- faults ----------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_redis_outage_keeps_local_service_and_catches_up_after_reconnect() {
-    let Some(mut redis) = redis_or_skip() else {
-        return;
-    };
+    let mut redis = start_redis();
     let nodes = start_cluster(&redis, 2);
     let (a, b) = (&nodes[0], &nodes[1]);
     let mut on_a = subscriber(a, "news");
@@ -762,10 +785,12 @@ fn cluster_redis_outage_keeps_local_service_and_catches_up_after_reconnect() {
 }
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_bad_data_on_the_redis_channel_is_ignored_with_a_log_line() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     let nodes = start_cluster(&redis, 2);
     let (a, b) = (&nodes[0], &nodes[1]);
     let mut on_a = subscriber(a, "chan");
@@ -813,10 +838,12 @@ fn cluster_bad_data_on_the_redis_channel_is_ignored_with_a_log_line() {
 }
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_cache_channel_last_event_is_shared() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     let nodes = start_cluster(&redis, 2);
     let (a, b) = (&nodes[0], &nodes[1]);
     // B hears A's publishes in order: once this marker arrives on B, so has
@@ -877,10 +904,12 @@ fn cluster_cache_channel_last_event_is_shared() {
 }
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_three_nodes_deliver_once_to_each() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     let nodes = start_cluster(&redis, 3);
     let mut subs: Vec<Ws> = nodes.iter().map(|n| subscriber(n, "all")).collect();
     for (i, origin) in nodes.iter().enumerate() {
@@ -897,10 +926,12 @@ fn cluster_three_nodes_deliver_once_to_each() {
 }
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_custom_scaling_channel_separates_clusters_in_one_redis() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     // three nodes on the channel "other"; the third finds Redis through
     // REDIS_URL instead of REDIS_HOST/REDIS_PORT
     let other = [("REVERB_SCALING_CHANNEL", "other")];

@@ -1,16 +1,16 @@
 //! Scaling against Redis set up the way production often is: TLS
 //! (`rediss://`), ACL users with passwords, and an outage longer than the
-//! outage queue. Like `cluster.rs`, these skip outside CI when
-//! `redis-server` is missing and fail under CI.
+//! outage queue. Like `cluster.rs`, these are reported as ignored when
+//! `redis-server` is not on PATH (build.rs sets `cfg(no_redis)`), and fail
+//! under CI.
 
 use std::time::Duration;
 
 use crate::cluster_support::{
-    SILENCE, SYNC_DEADLINE, event_text, expect_once, expect_text_within, form_cluster,
-    redis_or_skip, redis_or_skip_with, start_node, wait_connections_everywhere, wait_stderr,
-    wait_until,
+    SILENCE, SYNC_DEADLINE, event_text, expect_once, expect_text_within, form_cluster, start_node,
+    start_redis, start_redis_with, wait_connections_everywhere, wait_stderr,
 };
-use crate::support::{APP_ENV, Server, TempDir, Ws, free_port, run_binary_in};
+use crate::support::{APP_ENV, Server, TempDir, Ws, free_port, run_binary_in, wait_until};
 
 const RECONNECT_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -42,6 +42,10 @@ fn certificates(dir: &TempDir) -> (String, String, String) {
 }
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_over_tls_with_a_rediss_url() {
     let dir = TempDir::new("redis-tls");
     let (ca, cert, key) = certificates(&dir);
@@ -61,9 +65,7 @@ fn cluster_over_tls_with_a_rediss_url() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let Some(redis) = redis_or_skip_with(args) else {
-        return;
-    };
+    let redis = start_redis_with(args);
     let url = format!("rediss://localhost:{tls_port}/0");
     let env = [("REDIS_URL", url.as_str()), ("SSL_CERT_FILE", ca.as_str())];
     let nodes = vec![start_node(&redis, &env), start_node(&redis, &env)];
@@ -82,10 +84,12 @@ fn cluster_over_tls_with_a_rediss_url() {
 }
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_logs_in_with_an_acl_user_and_says_what_to_fix_when_refused() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     // an ACL user for revurb; the default user may no longer use pub/sub
     redis.command(&[
         b"ACL", b"SETUSER", b"revurb", b"on", b">s3cret", b"~*", b"&*", b"+@all",
@@ -131,10 +135,12 @@ fn metric(text: &str, name: &str) -> Option<u64> {
 }
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_outage_queue_keeps_the_oldest_publishes_and_counts_the_rest() {
-    let Some(mut redis) = redis_or_skip() else {
-        return;
-    };
+    let mut redis = start_redis();
     let port = free_port();
     let port_text = port.to_string();
     let a = start_node(
@@ -203,10 +209,12 @@ fn cluster_outage_queue_keeps_the_oldest_publishes_and_counts_the_rest() {
 }
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_survives_a_frozen_redis() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     let nodes = vec![start_node(&redis, &[]), start_node(&redis, &[])];
     form_cluster(&nodes);
     let (a, b) = (&nodes[0], &nodes[1]);
@@ -254,10 +262,12 @@ fn cluster_survives_a_frozen_redis() {
 }
 
 #[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
 fn cluster_restart_with_a_pid_file_restarts_only_that_node_and_says_when_nobody_listens() {
-    let Some(redis) = redis_or_skip() else {
-        return;
-    };
+    let redis = start_redis();
     let dir = TempDir::new("restart-one");
     let pid_file = dir.file("a.pid");
     let scaling = crate::cluster_support::scaling_env(&redis);

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     APP_ENV, APP_KEY, APP_SECRET, Msg, RecvError, Resp, Server, TempDir, Ws, channel_auth,
-    free_port,
+    free_port, poll_until, wait_until,
 };
 
 /// `REVERB_SCALING_NODE_TIMEOUT` for every test node (the minimum): a node
@@ -48,25 +48,22 @@ pub fn redis_server_bin() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A fresh `redis-server`, or `None` (after saying so) when it is not
-/// installed. Under CI (`CI=true`) a missing `redis-server` is a failure.
-pub fn redis_or_skip() -> Option<Redis> {
-    redis_or_skip_with(Vec::new())
+/// A fresh `redis-server`. The tests that call this carry
+/// `#[cfg_attr(no_redis, ignore = ...)]`: build.rs sets `no_redis` when `redis-server` is not on
+/// `PATH` (outside CI), so cargo reports them as ignored. Under `CI=true` they run, and a
+/// missing `redis-server` fails them here.
+pub fn start_redis() -> Redis {
+    start_redis_with(Vec::new())
 }
 
-/// [`redis_or_skip`] with more `redis-server` arguments.
-pub fn redis_or_skip_with(extra: Vec<String>) -> Option<Redis> {
-    if redis_server_bin().is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "redis-server is required under CI; .ci/run installs it \
-                 (apt-get install redis-server)"
-            );
-        }
-        eprintln!("skipping: redis-server not found (apt install redis-server)");
-        return None;
-    }
-    Some(Redis::start_with(extra))
+/// [`start_redis`] with more `redis-server` arguments.
+pub fn start_redis_with(extra: Vec<String>) -> Redis {
+    assert!(
+        redis_server_bin().is_some(),
+        "redis-server is not on PATH: install it (apt-get install redis-server; .ci/run does). \
+         Outside CI, build.rs then marks the Redis tests ignored at the next build."
+    );
+    Redis::start_with(extra)
 }
 
 /// A `redis-server` on 127.0.0.1 and a free port, persistence off, killed on
@@ -159,21 +156,15 @@ impl Redis {
     /// True once PING answers PONG; false if the process exits or the
     /// deadline passes first.
     fn wait_ready(&mut self, deadline: Duration) -> bool {
-        let end = Instant::now() + deadline;
-        loop {
+        poll_until(deadline, || {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(_)) = child.try_wait()
             {
-                return false;
+                return Some(false);
             }
-            if self.ping() {
-                return true;
-            }
-            if Instant::now() >= end {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+            self.ping().then_some(true)
+        })
+        .unwrap_or(false)
     }
 
     fn kill(&mut self) {
@@ -483,22 +474,6 @@ pub fn form_cluster(nodes: &[Server]) {
         close_ws(ws);
     }
     wait_connections_everywhere(nodes, 0, SYNC_DEADLINE);
-}
-
-/// Poll `f` until it returns `Some`, or panic with `what()` after `deadline`.
-pub fn wait_until<T>(
-    deadline: Duration,
-    what: impl Fn() -> String,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "not within {deadline:?}: {}", what());
-        thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// Poll until `value(node)` equals `want` on every node; the panic message

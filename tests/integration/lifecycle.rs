@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{APP_ENV, HttpConn, Msg, RecvError, Server, Ws, pusher_error, run_binary};
+use crate::support::{
+    APP_ENV, HttpConn, Msg, RecvError, Server, Ws, pusher_error, run_binary, wait_until,
+};
 
 fn shutdown_closes_clients_with_4200_and_exits_0(sig: i32) {
     let mut s = Server::start(&[], &[]);
@@ -244,18 +246,14 @@ fn port_in_use_exits_1() {
 
 /// Poll the server's stderr until it holds every needle (bounded).
 fn wait_for_stderr(s: &Server, needles: &[&str], deadline: Duration) -> String {
-    let end = Instant::now() + deadline;
-    loop {
-        let text = s.stderr_text();
-        if needles.iter().all(|n| text.contains(n)) {
-            return text;
-        }
-        assert!(
-            Instant::now() < end,
-            "stderr lacks one of {needles:?} after {deadline:?}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        deadline,
+        || format!("stderr to hold all of {needles:?}:\n{}", s.stderr_text()),
+        || {
+            let text = s.stderr_text();
+            needles.iter().all(|n| text.contains(n)).then_some(text)
+        },
+    )
 }
 
 #[test]

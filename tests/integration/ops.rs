@@ -17,7 +17,7 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use crate::support::{
     APP_ENV, APP_ID, APP_KEY, APP_SECRET, HttpConn, Msg, READ_TIMEOUT, Resp, Server, TempDir,
     WS_KEY, Ws, free_port, pusher_error, run_binary, run_binary_in, subscription_succeeded,
-    unix_now,
+    unix_now, wait_until,
 };
 
 // ---- a small HTTP + WebSocket client over rustls ----------------------------
@@ -471,16 +471,20 @@ fn first_event(s: &Server, key: &str) -> (Ws, Value) {
 }
 
 fn wait_for_app(s: &Server, key: &str, deadline: Duration) -> Ws {
-    let end = Instant::now() + deadline;
-    loop {
-        let (ws, v) = first_event(s, key);
-        if v["event"] == "pusher:connection_established" {
-            return ws;
-        }
-        assert_eq!(v["event"], "pusher:error", "{v}");
-        assert!(Instant::now() < end, "app {key} still unknown: {v}");
-        thread::sleep(Duration::from_millis(50));
-    }
+    let last = std::cell::RefCell::new(Value::Null);
+    wait_until(
+        deadline,
+        || format!("app {key} still unknown: {}", last.borrow()),
+        || {
+            let (ws, v) = first_event(s, key);
+            if v["event"] == "pusher:connection_established" {
+                return Some(ws);
+            }
+            assert_eq!(v["event"], "pusher:error", "{v}");
+            *last.borrow_mut() = v;
+            None
+        },
+    )
 }
 
 #[test]
@@ -529,11 +533,11 @@ fn sighup_reloads_the_apps_from_the_config_file() {
     // a broken file is refused and the apps are kept
     dir.write("apps.json", "{ not json");
     s.signal(libc::SIGHUP);
-    let end = Instant::now() + Duration::from_secs(5);
-    while !s.stderr_text().contains("reload failed") {
-        assert!(Instant::now() < end, "no reload error logged");
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        || "a reload error in the log".into(),
+        || s.stderr_text().contains("reload failed").then_some(()),
+    );
     a.sync();
     b.sync();
 

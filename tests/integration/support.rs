@@ -36,11 +36,48 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_revurb")
 }
 
+/// The bytes collected from a child's stderr, as text.
+fn lossy(buf: &Mutex<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+}
+
 pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+// ---- waiting ---------------------------------------------------------------
+
+/// How often [`poll_until`] asks again.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+
+/// Polls `f` until it returns `Some`, or gives up with `None` once `deadline` has passed: the
+/// one polling loop of the integration tests (no test sleeps to wait for something).
+pub fn poll_until<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        thread::sleep(POLL_EVERY);
+    }
+}
+
+/// [`poll_until`], panicking with `what()` (called after the last try) past the deadline.
+pub fn wait_until<T>(
+    deadline: Duration,
+    what: impl FnOnce() -> String,
+    f: impl FnMut() -> Option<T>,
+) -> T {
+    match poll_until(deadline, f) {
+        Some(v) => v,
+        None => panic!("not within {deadline:?}: {}", what()),
+    }
 }
 
 // ---- the server process ----------------------------------------------------
@@ -155,7 +192,7 @@ impl Server {
     }
 
     pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+        lossy(&self.stderr)
     }
 
     pub fn signal(&self, sig: i32) {
@@ -178,23 +215,18 @@ impl Server {
         if let Some(s) = self.status {
             return s;
         }
-        let end = Instant::now() + deadline;
-        loop {
-            if let Some(s) = self.child.try_wait().expect("try_wait") {
-                self.status = Some(s);
-                if let Some(t) = self.stderr_thread.take() {
-                    let _ = t.join();
-                }
-                return s;
-            }
-            if Instant::now() >= end {
-                panic!(
-                    "revurb did not exit within {deadline:?}; stderr:\n{}",
-                    self.stderr_text()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
+        let child = &mut self.child;
+        let stderr = &self.stderr;
+        let s = wait_until(
+            deadline,
+            || format!("revurb to exit; stderr:\n{}", lossy(stderr)),
+            || child.try_wait().expect("try_wait"),
+        );
+        self.status = Some(s);
+        if let Some(t) = self.stderr_thread.take() {
+            let _ = t.join();
         }
+        s
     }
 
     // ---- HTTP shortcuts ----
@@ -236,18 +268,15 @@ impl Server {
 
     /// Poll `/connections` until it equals `n` or the deadline passes.
     pub fn wait_connections(&self, n: u64, deadline: Duration) {
-        let end = Instant::now() + deadline;
-        loop {
-            let got = self.connections();
-            if got == n {
-                return;
-            }
-            assert!(
-                Instant::now() < end,
-                "connections stayed {got}, expected {n}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        let got = std::cell::Cell::new(None);
+        wait_until(
+            deadline,
+            || format!("connections stayed {:?}, expected {n}", got.get()),
+            || {
+                got.set(Some(self.connections()));
+                (got.get() == Some(n)).then_some(())
+            },
+        );
     }
 
     pub fn ws(&self, path: &str, headers: &[(&str, &str)]) -> Ws {
@@ -322,17 +351,10 @@ pub fn run_binary_in(
         let _ = err.read_to_string(&mut s);
         s
     });
-    let end = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("revurb {args:?} did not exit within 10 s");
-        }
-        thread::sleep(Duration::from_millis(10));
+    let Some(status) = poll_until(Duration::from_secs(10), || child.try_wait().unwrap()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("revurb {args:?} did not exit within 10 s");
     };
     (status, t_out.join().unwrap(), t_err.join().unwrap())
 }
