@@ -269,6 +269,36 @@ fn parse_event<'a>(
     let data = string("data", &mut errors, true);
     let socket_id = string("socket_id", &mut errors, false);
     let info = string("info", &mut errors, false);
+    let channels = parse_channels(body, prefix, multi, &mut errors);
+    if let Some(name) = name
+        && name.len() > 200
+    {
+        errors.push((
+            field("name"),
+            "The name field must not be greater than 200 characters.".into(),
+        ));
+    }
+    match (name, data, errors.is_empty()) {
+        (Some(name), Some(data), true) => Ok(Event {
+            name,
+            data,
+            channels,
+            socket_id,
+            info,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The `channels` (when `multi`) or `channel` field of an event; what is wrong goes to `errors`
+/// under `prefix` + the field name, in Laravel's words.
+fn parse_channels(
+    body: &Map<String, Value>,
+    prefix: &str,
+    multi: bool,
+    errors: &mut Vec<(String, String)>,
+) -> Vec<String> {
+    let field = |f: &str| format!("{prefix}{f}");
     let mut channels = Vec::new();
     match (
         body.get("channels").filter(|v| multi && !v.is_null()),
@@ -314,24 +344,7 @@ fn parse_event<'a>(
             ));
         }
     }
-    if let Some(name) = name
-        && name.len() > 200
-    {
-        errors.push((
-            field("name"),
-            "The name field must not be greater than 200 characters.".into(),
-        ));
-    }
-    match (name, data, errors.is_empty()) {
-        (Some(name), Some(data), true) => Ok(Event {
-            name,
-            data,
-            channels,
-            socket_id,
-            info,
-        }),
-        _ => Err(errors),
-    }
+    channels
 }
 
 fn check_names(event: &Event<'_>) -> Option<Response> {
