@@ -171,7 +171,10 @@ impl Server {
         let port = parse_port(&line).unwrap_or_else(|| {
             let _ = server.child.kill();
             let _ = server.child.wait();
-            thread::sleep(Duration::from_millis(50));
+            // the child is gone: its stderr reader ends at EOF with everything collected
+            if let Some(t) = server.stderr_thread.take() {
+                let _ = t.join();
+            }
             panic!("bad start line {line:?}; stderr:\n{}", server.stderr_text())
         });
         server.addr = SocketAddr::from(([127, 0, 0, 1], port));
