@@ -30,7 +30,13 @@ fn main() -> ExitCode {
         Command::Config => match Config::from_process(&args.flags) {
             Ok(cfg) => {
                 print!("{}", cfg.describe());
-                ExitCode::SUCCESS
+                match preflight(&cfg) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("revurb: {e}");
+                        ExitCode::from(1)
+                    }
+                }
             }
             Err(e) => {
                 eprintln!("revurb: {e}");
@@ -77,4 +83,31 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The checks `start` makes before it binds, for `revurb config`: the TLS
+/// files load, the CA bundle for `rediss://` is found, the pid file's
+/// directory exists. Failures are runtime failures (exit 1), as in `start`.
+/// Nothing is written and no socket is opened.
+fn preflight(cfg: &Config) -> Result<(), String> {
+    if let Some(files) = &cfg.tls {
+        revurb::tls::server_config(files)?;
+    }
+    if cfg.scaling.as_ref().is_some_and(|sc| sc.redis.tls) {
+        revurb::tls::client_config()?;
+    }
+    if let Some(pid) = &cfg.pid_file {
+        let dir = match pid.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(format!(
+                "cannot write pid file {}: directory {} does not exist",
+                pid.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
 }

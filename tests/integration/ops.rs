@@ -762,8 +762,11 @@ fn config_command_shows_sources_and_masks_secrets() {
         ("REVERB_TLS_KEY", "/nonexistent/key.pem"),
         ("REVERB_TLS_PASSPHRASE", "hunter2-passphrase"),
     ];
+    // `config` prints what it read, then makes start's checks short of
+    // binding: the TLS files here do not exist, so it exits 1 naming one.
     let (code, out, err) = run_config(&dir, &env, &["config"]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/nonexistent/cert.pem"), "{err}");
     assert!(
         out.contains("servers.reverb.port = 8080    # default\n"),
         "{out}"
@@ -779,12 +782,52 @@ fn config_command_shows_sources_and_masks_secrets() {
         assert!(!err.contains(hidden), "{hidden} in stderr:\n{err}");
     }
 
-    let (code, out, err) = run_config(&dir, &env, &["config", "--port", "9"]);
+    let (code, out, err) = run_config(&dir, &env[..4], &["config", "--port", "9"]);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("servers.reverb.port = 9    # command line\n"),
         "{out}"
     );
+}
+
+#[test]
+fn config_makes_the_checks_start_makes_before_binding() {
+    let dir = TempDir::new("config-preflight");
+    let app = [
+        ("REVERB_APP_ID", "app-id"),
+        ("REVERB_APP_KEY", "app-key"),
+        ("REVERB_APP_SECRET", "app-secret"),
+    ];
+    // TLS files that load pass.
+    let c = test_cert();
+    let mut env = app.to_vec();
+    env.extend([
+        ("REVERB_TLS_CERT", c.cert.as_str()),
+        ("REVERB_TLS_KEY", c.key.as_str()),
+    ]);
+    let (code, _, err) = run_config(&dir, &env, &["config"]);
+    assert_eq!(code, 0, "{err}");
+    // A key that is not a key fails as `start` would, with exit 1.
+    let mut env = app.to_vec();
+    env.extend([
+        ("REVERB_TLS_CERT", c.cert.as_str()),
+        ("REVERB_TLS_KEY", c.cert.as_str()),
+    ]);
+    let (code, _, err) = run_config(&dir, &env, &["config"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("TLS key"), "{err}");
+    // A pid file in a directory that does not exist: start could not write it.
+    let pid = dir.path().join("missing-dir/revurb.pid");
+    let pid = pid.to_str().expect("utf-8 temp path");
+    let (code, _, err) = run_config(&dir, &app, &["config", "--pid-file", pid]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("missing-dir"), "{err}");
+    let (code, _, err) = run_binary_in(
+        Some(dir.path()),
+        &app,
+        &["start", "--port", "0", "--pid-file", pid],
+    );
+    assert_eq!(code.code(), Some(1), "{err}");
 }
 
 #[test]
