@@ -630,4 +630,6 @@ fn truncate_bytes(b: &[u8], max: usize) -> String {
 }
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;

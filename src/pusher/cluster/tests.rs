@@ -1,470 +1,23 @@
-//! Scenario tests: several hubs joined by a simulated Redis channel.
+//! Scenario tests: several hubs joined by a simulated Redis channel, driven
+//! by the simulator `pusher::tests` uses too (`pusher::sim`).
 //!
 //! Each node is a whole `Hub` with the same app; `Sim::pump` plays Redis: it
 //! takes what every node published and hands it to every other node (and back
 //! to the sender, as Redis pub/sub does), round after round, until nobody has
-//! anything left to say. The clock is shared and simulated. Assertions are on
-//! the exact JSON text each client receives, as in `pusher::tests`.
+//! anything left to say. The clock is shared and simulated. A connection is
+//! `(node, slot)`. Assertions are on the exact JSON text each client
+//! receives, as in `pusher::tests`.
 
-use super::super::{App, ConnId, Output};
+use super::super::App;
+use super::super::sim::*;
 use super::*;
-use crate::websocket::client::parse_server_frame;
-use channel::Auth;
 use serde_json::json;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 // ---- fixtures ----------------------------------------------------------------
-
-const KEY: &str = "reverb-key";
-const SECRET: &str = "reverb-secret";
-const APP_ID: &str = "123456";
-/// The node timeout of every node; heartbeats go out every 1 s.
-const TIMEOUT: u64 = 4000;
 
 const A: usize = 0;
 const B: usize = 1;
 const C: usize = 2;
-
-fn app() -> App {
-    App::new(APP_ID, KEY, SECRET)
-}
-
-/// How a node is attached to the simulated Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Link {
-    /// Sends and receives.
-    Up,
-    /// The node knows its link is down (`cluster_link(false)`): deliveries
-    /// wait in the outage queue, anything else is dropped.
-    Held,
-    /// A partition the node does not know about: what it publishes is lost
-    /// and it hears nothing.
-    Cut,
-}
-
-struct Peer {
-    hub: Hub,
-    sids: HashMap<usize, String>,
-    /// The live generation of each slot, as the event loop keeps it.
-    generations: HashMap<usize, u32>,
-    link: Link,
-    /// Driven by the clock (false: the process is gone).
-    running: bool,
-    /// Deliveries waiting for the link (the event loop's outage queue).
-    held: Vec<Rc<[u8]>>,
-    /// Messages that need not survive an outage, published while `Held`.
-    dropped: Vec<Rc<[u8]>>,
-    /// Client outputs (slot, text) taken from the hub and not yet drained.
-    out: VecDeque<(usize, String)>,
-    /// Publishes (payload, durable) taken from the hub and not yet pumped.
-    publishes: VecDeque<(Rc<[u8]>, bool)>,
-    /// The hub's backlog gate, as last told (`Output::Backlog`).
-    backlog_open: bool,
-    /// Restarts the hub asked for and nobody took yet.
-    restarts: usize,
-}
-
-impl Peer {
-    /// The hub's id of the live connection in slot `conn`.
-    fn id(&self, conn: usize) -> ConnId {
-        let generation = self.generations.get(&conn).copied().unwrap_or(0);
-        ConnId::new(conn as u32, generation)
-    }
-
-    /// Take every output of the hub and sort it by kind, as the loop does.
-    fn poll(&mut self) {
-        while let Some(o) = self.hub.poll_output() {
-            match o {
-                Output::Send(conn, frame) => {
-                    let slot = self.slot(conn);
-                    self.out.push_back((slot, decode(&frame)));
-                }
-                Output::Close(conn, e) => {
-                    let slot = self.slot(conn);
-                    self.out.push_back((slot, close(e.code(), e.message())));
-                }
-                Output::Publish { payload, durable } => {
-                    self.publishes.push_back((payload, durable));
-                }
-                Output::Backlog { open } => self.backlog_open = open,
-                Output::Restart => self.restarts += 1,
-            }
-        }
-    }
-
-    /// The slot of an output's connection, which must be the live one.
-    fn slot(&self, id: ConnId) -> usize {
-        assert_eq!(id, self.id(id.slot()), "output for a stale connection");
-        id.slot()
-    }
-}
-
-struct Sim {
-    peers: Vec<Peer>,
-    now: u64,
-    /// Redis delivers a message to its publisher too.
-    echo: bool,
-    /// Every message that reached the bus: (sender, JSON text).
-    wire: Vec<(usize, String)>,
-    /// Outputs taken from the hubs by `connect` and not yet drained.
-    pending: Vec<Out>,
-}
-
-type Out = (usize, usize, String);
-
-impl Sim {
-    fn new(n: usize) -> Sim {
-        Sim::with(n, |_| {})
-    }
-
-    /// `n` nodes whose app is configured by `f`, linked and in sync.
-    fn with(n: usize, f: impl Fn(&mut App)) -> Sim {
-        Sim::build(n, |_| {
-            let mut a = app();
-            f(&mut a);
-            vec![a]
-        })
-    }
-
-    /// `n` nodes, node `i` with the apps `apps(i)` (the helpers use its
-    /// first app).
-    fn build(n: usize, apps: impl Fn(usize) -> Vec<App>) -> Sim {
-        let peers = (0..n)
-            .map(|i| {
-                let mut hub = Hub::new(apps(i), 0x1000 * (i as u64 + 1) + 1, false);
-                hub.enable_cluster(format!("node{i}"), TIMEOUT);
-                hub.cluster_link(0, true);
-                Peer {
-                    hub,
-                    sids: HashMap::new(),
-                    generations: HashMap::new(),
-                    out: VecDeque::new(),
-                    publishes: VecDeque::new(),
-                    backlog_open: false,
-                    restarts: 0,
-                    link: Link::Up,
-                    running: true,
-                    held: Vec::new(),
-                    dropped: Vec::new(),
-                }
-            })
-            .collect();
-        let mut sim = Sim {
-            peers,
-            now: 0,
-            echo: true,
-            wire: Vec::new(),
-            pending: Vec::new(),
-        };
-        sim.pump();
-        for p in &sim.peers {
-            assert_eq!(p.hub.cluster_nodes(), n);
-        }
-        assert_eq!(sim.drain(), vec![]);
-        sim.wire.clear();
-        sim
-    }
-
-    fn hub(&mut self, node: usize) -> &mut Hub {
-        &mut self.peers[node].hub
-    }
-
-    /// The next message `node` published and nobody pumped yet.
-    fn poll_publish(&mut self, node: usize) -> Option<(Rc<[u8]>, bool)> {
-        let p = &mut self.peers[node];
-        p.poll();
-        p.publishes.pop_front()
-    }
-
-    /// Whether `node`'s hub asked for a restart since the last call.
-    fn take_restart(&mut self, node: usize) -> bool {
-        let p = &mut self.peers[node];
-        p.poll();
-        std::mem::take(&mut p.restarts) > 0
-    }
-
-    /// Play Redis until no node has anything to publish. Each node's side is
-    /// what the event loop does: a message that need not survive an outage
-    /// goes out now or never; a delivery waits in the outage queue while the
-    /// link is down, or while older ones wait, and that queue goes out once
-    /// the hub says the backlog may (`Output::Backlog`).
-    fn pump(&mut self) {
-        for _ in 0..1000 {
-            let mut batch: Vec<(usize, Rc<[u8]>)> = Vec::new();
-            for (i, p) in self.peers.iter_mut().enumerate() {
-                if !p.running {
-                    continue;
-                }
-                p.hub.flush_cluster();
-                p.poll();
-                let backlog_ok = p.backlog_open;
-                let up = p.link == Link::Up;
-                while let Some((msg, durable)) = p.publishes.pop_front() {
-                    match p.link {
-                        Link::Cut => {} // Redis takes it; nobody gets it
-                        _ if !durable => {
-                            if up {
-                                batch.push((i, msg));
-                            } else {
-                                p.dropped.push(msg);
-                            }
-                        }
-                        _ if up && p.held.is_empty() => batch.push((i, msg)),
-                        _ => p.held.push(msg),
-                    }
-                }
-                if up && backlog_ok {
-                    batch.extend(p.held.drain(..).map(|m| (i, m)));
-                }
-            }
-            if batch.is_empty() {
-                return;
-            }
-            for (from, msg) in batch {
-                self.wire
-                    .push((from, String::from_utf8(msg.to_vec()).unwrap()));
-                for (j, p) in self.peers.iter_mut().enumerate() {
-                    if p.running && p.link == Link::Up && (j != from || self.echo) {
-                        p.hub.remote(self.now, &msg);
-                    }
-                }
-            }
-        }
-        panic!("the bus never went quiet");
-    }
-
-    /// Move the clock to `t`, firing every node's deadlines on the way (and
-    /// carrying what they publish, heartbeats included).
-    fn advance_to(&mut self, t: u64) {
-        assert!(t >= self.now);
-        for _ in 0..100_000 {
-            let next = self
-                .peers
-                .iter()
-                .filter(|p| p.running)
-                .filter_map(|p| p.hub.poll_timeout())
-                .min();
-            let Some(deadline) = next.filter(|&d| d <= t) else {
-                self.now = t;
-                for p in self.peers.iter_mut().filter(|p| p.running) {
-                    p.hub.handle_timeout(t);
-                }
-                self.pump();
-                return;
-            };
-            self.now = self.now.max(deadline);
-            let now = self.now;
-            for p in self.peers.iter_mut().filter(|p| p.running) {
-                if p.hub.poll_timeout().is_some_and(|d| d <= now) {
-                    p.hub.handle_timeout(now);
-                }
-            }
-            self.pump();
-        }
-        panic!("deadlines stuck at {}", self.now);
-    }
-
-    /// The node's link goes down (it knows).
-    fn link_down(&mut self, node: usize) {
-        let now = self.now;
-        self.hub(node).cluster_link(now, false);
-        self.peers[node].link = Link::Held;
-    }
-
-    fn link_up(&mut self, node: usize) {
-        let now = self.now;
-        self.peers[node].link = Link::Up;
-        self.hub(node).cluster_link(now, true);
-    }
-
-    /// Every client output of every node: text frames as their text, a close
-    /// as `<CLOSE code reason>`.
-    fn drain(&mut self) -> Vec<Out> {
-        let mut out = std::mem::take(&mut self.pending);
-        for (i, p) in self.peers.iter_mut().enumerate() {
-            p.poll();
-            out.extend(p.out.drain(..).map(|(conn, text)| (i, conn, text)));
-        }
-        out
-    }
-
-    /// Drain, sorted (for outputs of several nodes whose order is not defined).
-    fn drain_sorted(&mut self) -> Vec<Out> {
-        let mut out = self.drain();
-        out.sort();
-        out
-    }
-
-    /// Open `conn` on `node`; asserts it got only its
-    /// `connection_established` (what others got stays to be drained).
-    /// Returns the socket id.
-    fn connect(&mut self, node: usize, conn: usize) -> String {
-        self.connect_to(node, conn, KEY)
-    }
-
-    /// Open slot `conn` on `node` with a new generation if it was used before.
-    fn open(&mut self, node: usize, conn: usize, key: &str) -> Option<super::super::Opened> {
-        let now = self.now;
-        let p = &mut self.peers[node];
-        let generation = p.generations.get(&conn).map_or(0, |g| g.wrapping_add(1));
-        p.generations.insert(conn, generation);
-        let id = p.id(conn);
-        p.hub.open(now, id, key, None)
-    }
-
-    fn connect_to(&mut self, node: usize, conn: usize, key: &str) -> String {
-        assert!(self.open(node, conn, key).is_some());
-        let (mine, rest): (Vec<Out>, Vec<Out>) = self
-            .drain()
-            .into_iter()
-            .partition(|(n, c, _)| *n == node && *c == conn);
-        self.pending = rest;
-        assert_eq!(mine.len(), 1, "{mine:?}");
-        let v: Value = serde_json::from_str(&mine[0].2).unwrap();
-        assert_eq!(v["event"], "pusher:connection_established");
-        let data: Value = serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
-        let sid = data["socket_id"].as_str().unwrap().to_string();
-        self.peers[node].sids.insert(conn, sid.clone());
-        sid
-    }
-
-    fn sid(&self, node: usize, conn: usize) -> String {
-        self.peers[node].sids[&conn].clone()
-    }
-
-    fn send(&mut self, node: usize, conn: usize, text: &str) {
-        let now = self.now;
-        let id = self.peers[node].id(conn);
-        self.hub(node).message(now, id, text);
-    }
-
-    fn close(&mut self, node: usize, conn: usize) {
-        let now = self.now;
-        let id = self.peers[node].id(conn);
-        self.hub(node).close(now, id);
-    }
-
-    /// Subscribe with valid auth for the channel's type (presence as `user`,
-    /// a `channel_data` JSON text).
-    fn subscribe(&mut self, node: usize, conn: usize, channel: &str, user: Option<&str>) {
-        let sid = self.sid(node, conn);
-        let msg = match channel::Kind::of(channel).auth {
-            Auth::Presence => {
-                let auth = sign(&sid, channel, user);
-                subscribe_msg(channel, Some(&auth), user)
-            }
-            Auth::Private => subscribe_msg(channel, Some(&sign(&sid, channel, None)), None),
-            _ => subscribe_msg(channel, None, None),
-        };
-        self.send(node, conn, &msg);
-    }
-
-    /// Subscribe and drain (without pumping); asserts the subscriber got
-    /// `subscription_succeeded` first. Returns everything sent.
-    fn join(&mut self, node: usize, conn: usize, channel: &str, user: Option<&str>) -> Vec<Out> {
-        self.subscribe(node, conn, channel, user);
-        let out = self.drain();
-        let mine = only(&out, node, conn);
-        assert!(
-            mine.first()
-                .is_some_and(|m| m
-                    .starts_with(r#"{"event":"pusher_internal:subscription_succeeded","data":"#)),
-            "{node}/{conn} joining {channel}: {out:?}"
-        );
-        out
-    }
-
-    fn whisper(&mut self, node: usize, conn: usize, channel: &str, event: &str, data: Value) {
-        let msg = json!({"event": event, "channel": channel, "data": data}).to_string();
-        self.send(node, conn, &msg);
-    }
-
-    fn trigger(
-        &mut self,
-        node: usize,
-        channels: &[&str],
-        event: &str,
-        data: &str,
-        except: Option<&str>,
-    ) -> usize {
-        let now = self.now;
-        let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
-        self.hub(node)
-            .trigger(now, 0, &channels, event, data, except)
-    }
-
-    /// `channel_info` on `node` as the JSON text of the API's body.
-    fn info(&self, node: usize, channel: &str, info: &[&str]) -> String {
-        Value::Object(
-            self.peers[node]
-                .hub
-                .channel_info(self.now, 0, channel, info),
-        )
-        .to_string()
-    }
-
-    fn channels(&self, node: usize, info: &[&str]) -> String {
-        Value::Object(self.peers[node].hub.channels(self.now, 0, "", info)).to_string()
-    }
-
-    fn users(&self, node: usize, channel: &str) -> Result<Vec<Value>, u16> {
-        self.peers[node].hub.channel_users(0, channel)
-    }
-
-    fn connections(&self, node: usize) -> u64 {
-        self.peers[node].hub.cluster_connection_count(0)
-    }
-
-    /// The `type` of every message `from` put on the bus since `mark`.
-    fn wire_types(&self, from: usize, mark: usize) -> Vec<String> {
-        self.wire[mark..]
-            .iter()
-            .filter(|(f, _)| *f == from)
-            .map(|(_, m)| envelope(m)["type"].as_str().unwrap().to_string())
-            .collect()
-    }
-
-    /// The last message of type `ty` that `from` put on the bus.
-    fn last_wire(&self, from: usize, ty: &str) -> String {
-        self.wire
-            .iter()
-            .rev()
-            .find(|(f, m)| *f == from && envelope(m)["type"] == ty)
-            .map(|(_, m)| m.clone())
-            .unwrap_or_else(|| panic!("no {ty} from node {from}"))
-    }
-}
-
-fn envelope(text: &str) -> Value {
-    serde_json::from_str(text).unwrap()
-}
-
-fn decode(frame: &[u8]) -> String {
-    let (opcode, payload, used) = parse_server_frame(frame).expect("a whole frame");
-    assert_eq!(used, frame.len(), "one frame per output");
-    match opcode {
-        OpCode::Data(Data::Text) => String::from_utf8(payload).unwrap(),
-        other => panic!("unexpected frame {other:?}"),
-    }
-}
-
-fn only(out: &[Out], node: usize, conn: usize) -> Vec<String> {
-    out.iter()
-        .filter(|(n, c, _)| *n == node && *c == conn)
-        .map(|(_, _, m)| m.clone())
-        .collect()
-}
-
-fn o(node: usize, conn: usize, s: &str) -> Out {
-    (node, conn, s.to_string())
-}
-
-/// Channel auth with the test app's key and secret.
-fn sign(sid: &str, channel: &str, channel_data: Option<&str>) -> String {
-    crate::pusher::tests::sign(KEY, SECRET, sid, channel, channel_data)
-}
-
-use crate::pusher::tests::subscribe_msg;
 
 fn signin_msg(sid: &str, user_data: &str) -> String {
     let sig = crate::auth::hmac_sha256_hex(
@@ -482,31 +35,12 @@ fn quoted(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
 
-fn close(code: u16, reason: &str) -> String {
-    format!("<CLOSE {code} {reason}>")
-}
-
-fn err(code: u16, message: &str) -> String {
-    format!(r#"{{"event":"pusher:error","data":"{{\"code\":{code},\"message\":\"{message}\"}}"}}"#)
-}
-
 /// An API event as clients receive it.
 fn event(name: &str, data: &str, channel: &str) -> String {
     format!(
         r#"{{"event":"{name}","data":{},"channel":"{channel}"}}"#,
         quoted(data)
     )
-}
-
-fn succeeded(channel: &str) -> String {
-    format!(
-        r#"{{"event":"pusher_internal:subscription_succeeded","data":"{{}}","channel":"{channel}"}}"#
-    )
-}
-
-/// `channel_data` of a presence member; `id` is raw JSON (`1` or `"abc"`).
-fn member(id: &str, name: &str) -> String {
-    format!(r#"{{"user_id":{id},"user_info":{{"name":"{name}"}}}}"#)
 }
 
 /// `member_added` for a member whose `channel_data` is `cd`.
@@ -532,10 +66,9 @@ const ROOM: &str = "presence-room";
 fn observers(sim: &mut Sim) {
     for node in [A, B, C] {
         let conn = 10 * (node + 1);
-        sim.connect(node, conn);
+        sim.connect((node, conn));
         sim.join(
-            node,
-            conn,
+            (node, conn),
             ROOM,
             Some(&member(&(conn * 10).to_string(), "obs")),
         );
@@ -548,19 +81,19 @@ fn observers(sim: &mut Sim) {
 
 #[test]
 fn api_event_reaches_every_node_once_and_the_echo_is_ignored() {
-    let mut sim = Sim::new(3);
+    let mut sim = Sim::cluster(3);
     for (node, conn) in [(A, 1), (B, 2), (C, 3)] {
-        sim.connect(node, conn);
-        sim.join(node, conn, "news", None);
+        sim.connect((node, conn));
+        sim.join((node, conn), "news", None);
     }
-    sim.connect(B, 4);
-    sim.join(B, 4, "sport", None);
+    sim.connect((B, 4));
+    sim.join((B, 4), "sport", None);
     sim.pump();
     assert_eq!(sim.drain(), vec![]);
     let mark = sim.wire.len();
 
     assert_eq!(
-        sim.trigger(A, &["news", "sport"], "update", r#"{"x":1}"#, None),
+        sim.trigger_on(A, &["news", "sport"], "update", r#"{"x":1}"#, None),
         1
     );
     let news = event("update", r#"{"x":1}"#, "news");
@@ -569,15 +102,15 @@ fn api_event_reaches_every_node_once_and_the_echo_is_ignored() {
         r#"{"event":"update","data":"{\"x\":1}","channel":"news"}"#
     );
     // A's own subscriber at once, before anything went over the bus
-    assert_eq!(sim.drain(), vec![o(A, 1, &news)]);
+    assert_eq!(sim.drain(), vec![o((A, 1), &news)]);
 
     sim.pump();
     assert_eq!(
         sim.drain_sorted(),
         vec![
-            o(B, 2, &news),
-            o(B, 4, &event("update", r#"{"x":1}"#, "sport")),
-            o(C, 3, &news),
+            o((B, 2), &news),
+            o((B, 4), &event("update", r#"{"x":1}"#, "sport")),
+            o((C, 3), &news),
         ]
     );
     // one message on the bus, and the wire form is the envelope's
@@ -607,20 +140,20 @@ fn api_event_reaches_every_node_once_and_the_echo_is_ignored() {
 
 #[test]
 fn without_an_echo_the_same_deliveries_happen() {
-    let mut sim = Sim::new(2);
+    let mut sim = Sim::cluster(2);
     sim.echo = false;
-    sim.connect(A, 1);
-    sim.join(A, 1, "news", None);
-    sim.connect(B, 2);
-    sim.join(B, 2, "news", None);
+    sim.connect((A, 1));
+    sim.join((A, 1), "news", None);
+    sim.connect((B, 2));
+    sim.join((B, 2), "news", None);
     sim.pump();
-    sim.trigger(B, &["news"], "e", "d", None);
+    sim.trigger_on(B, &["news"], "e", "d", None);
     sim.pump();
     assert_eq!(
         sim.drain_sorted(),
         vec![
-            o(A, 1, &event("e", "d", "news")),
-            o(B, 2, &event("e", "d", "news"))
+            o((A, 1), &event("e", "d", "news")),
+            o((B, 2), &event("e", "d", "news"))
         ]
     );
 }
@@ -629,31 +162,31 @@ fn without_an_echo_the_same_deliveries_happen() {
 
 #[test]
 fn except_socket_id_of_a_connection_on_another_node() {
-    let mut sim = Sim::new(3);
+    let mut sim = Sim::cluster(3);
     for (node, conn) in [(A, 1), (B, 2), (B, 3), (C, 4)] {
-        sim.connect(node, conn);
-        sim.join(node, conn, "news", None);
+        sim.connect((node, conn));
+        sim.join((node, conn), "news", None);
     }
     sim.pump();
     let ev = event("e", "d", "news");
 
-    let b2 = sim.sid(B, 2);
-    assert_eq!(sim.trigger(A, &["news"], "e", "d", Some(&b2)), 1);
-    assert_eq!(sim.drain(), vec![o(A, 1, &ev)]);
+    let b2 = sim.sid((B, 2));
+    assert_eq!(sim.trigger_on(A, &["news"], "e", "d", Some(&b2)), 1);
+    assert_eq!(sim.drain(), vec![o((A, 1), &ev)]);
     sim.pump();
-    assert_eq!(sim.drain_sorted(), vec![o(B, 3, &ev), o(C, 4, &ev)]);
+    assert_eq!(sim.drain_sorted(), vec![o((B, 3), &ev), o((C, 4), &ev)]);
     assert_eq!(
         envelope(&sim.last_wire(A, "event"))["socket_id"],
         Value::String(b2)
     );
 
     // a local socket id is left out locally and nowhere else
-    let a1 = sim.sid(A, 1);
-    assert_eq!(sim.trigger(A, &["news"], "e", "d", Some(&a1)), 0);
+    let a1 = sim.sid((A, 1));
+    assert_eq!(sim.trigger_on(A, &["news"], "e", "d", Some(&a1)), 0);
     sim.pump();
     assert_eq!(
         sim.drain_sorted(),
-        vec![o(B, 2, &ev), o(B, 3, &ev), o(C, 4, &ev)]
+        vec![o((B, 2), &ev), o((B, 3), &ev), o((C, 4), &ev)]
     );
 }
 
@@ -661,45 +194,46 @@ fn except_socket_id_of_a_connection_on_another_node() {
 
 #[test]
 fn client_events_cross_nodes_with_the_exact_shape() {
-    let mut sim = Sim::new(3);
+    let mut sim = Sim::cluster(3);
     for (node, conn) in [(A, 1), (A, 5), (B, 2), (C, 3)] {
-        sim.connect(node, conn);
-        sim.join(node, conn, "private-chat", None);
+        sim.connect((node, conn));
+        sim.join((node, conn), "private-chat", None);
     }
     sim.pump();
     assert_eq!(sim.drain(), vec![]);
 
-    sim.whisper(A, 1, "private-chat", "client-typing", json!({"x": 1}));
+    sim.whisper((A, 1), "private-chat", "client-typing", json!({"x": 1}));
     let typing = r#"{"event":"client-typing","channel":"private-chat","data":{"x":1}}"#;
     // the other local subscriber at once, never the sender
-    assert_eq!(sim.drain(), vec![o(A, 5, typing)]);
+    assert_eq!(sim.drain(), vec![o((A, 5), typing)]);
     sim.pump();
-    assert_eq!(sim.drain_sorted(), vec![o(B, 2, typing), o(C, 3, typing)]);
+    assert_eq!(
+        sim.drain_sorted(),
+        vec![o((B, 2), typing), o((C, 3), typing)]
+    );
 
     // presence: user_id travels with it, as given (a string here)
-    sim.join(A, 1, ROOM, Some(&member(r#""u1""#, "A")));
-    sim.join(B, 2, ROOM, Some(&member("2", "B")));
+    sim.join((A, 1), ROOM, Some(&member(r#""u1""#, "A")));
+    sim.join((B, 2), ROOM, Some(&member("2", "B")));
     sim.pump();
     sim.drain();
-    sim.whisper(A, 1, ROOM, "client-wave", json!([1, "two"]));
+    sim.whisper((A, 1), ROOM, "client-wave", json!([1, "two"]));
     assert_eq!(sim.drain(), vec![]);
     sim.pump();
     assert_eq!(
         sim.drain(),
         vec![o(
-            B,
-            2,
+            (B, 2),
             r#"{"event":"client-wave","channel":"presence-room","data":[1,"two"],"user_id":"u1"}"#
         )]
     );
     // and back from B, with a numeric user_id
-    sim.whisper(B, 2, ROOM, "client-wave", json!({"k": null}));
+    sim.whisper((B, 2), ROOM, "client-wave", json!({"k": null}));
     sim.pump();
     assert_eq!(
         sim.drain(),
         vec![o(
-            A,
-            1,
+            (A, 1),
             r#"{"event":"client-wave","channel":"presence-room","data":{"k":null},"user_id":2}"#
         )]
     );
@@ -709,16 +243,15 @@ fn client_events_cross_nodes_with_the_exact_shape() {
 
 #[test]
 fn presence_members_on_two_nodes() {
-    let mut sim = Sim::new(2);
-    sim.connect(A, 1);
-    sim.connect(B, 2);
-    sim.join(A, 1, ROOM, Some(&member("1", "A")));
+    let mut sim = Sim::cluster(2);
+    sim.connect((A, 1));
+    sim.connect((B, 2));
+    sim.join((A, 1), ROOM, Some(&member("1", "A")));
     sim.pump();
     assert_eq!(sim.drain(), vec![]);
 
-    sim.subscribe(
-        B,
-        2,
+    sim.subscribe_signed(
+        (B, 2),
         ROOM,
         Some(r#"{"user_id":"u2","user_info":{"n":1},"extra":true}"#),
     );
@@ -726,8 +259,7 @@ fn presence_members_on_two_nodes() {
     assert_eq!(
         sim.drain(),
         vec![o(
-            B,
-            2,
+            (B, 2),
             r#"{"event":"pusher_internal:subscription_succeeded","data":"{\"presence\":{\"count\":2,\"ids\":[\"u2\",1],\"hash\":{\"u2\":{\"n\":1},\"1\":{\"name\":\"A\"}}}}","channel":"presence-room"}"#
         )]
     );
@@ -736,22 +268,20 @@ fn presence_members_on_two_nodes() {
     assert_eq!(
         sim.drain(),
         vec![o(
-            A,
-            1,
+            (A, 1),
             r#"{"event":"pusher_internal:member_added","data":"{\"user_id\":\"u2\",\"user_info\":{\"n\":1},\"extra\":true}","channel":"presence-room"}"#
         )]
     );
     sim.pump();
     assert_eq!(sim.drain(), vec![], "once");
 
-    sim.close(B, 2);
+    sim.close((B, 2));
     assert_eq!(sim.drain(), vec![]);
     sim.pump();
     assert_eq!(
         sim.drain(),
         vec![o(
-            A,
-            1,
+            (A, 1),
             r#"{"event":"pusher_internal:member_removed","data":"{\"user_id\":\"u2\"}","channel":"presence-room"}"#
         )]
     );
@@ -759,127 +289,146 @@ fn presence_members_on_two_nodes() {
 
 #[test]
 fn one_user_with_tabs_on_two_nodes_is_one_member() {
-    let mut sim = Sim::new(3);
+    let mut sim = Sim::cluster(3);
     observers(&mut sim);
     let one = member("1", "Joe");
 
     // first tab, on A: A's observer at once, the others after the bus
-    sim.connect(A, 11);
-    let out = sim.join(A, 11, ROOM, Some(&one));
-    assert_eq!(out[1..], [o(A, 10, &added(ROOM, &one))]);
+    sim.connect((A, 11));
+    let out = sim.join((A, 11), ROOM, Some(&one));
+    assert_eq!(out[1..], [o((A, 10), &added(ROOM, &one))]);
     sim.pump();
     assert_eq!(
         sim.drain_sorted(),
-        vec![o(B, 20, &added(ROOM, &one)), o(C, 30, &added(ROOM, &one))]
+        vec![
+            o((B, 20), &added(ROOM, &one)),
+            o((C, 30), &added(ROOM, &one))
+        ]
     );
 
     // second tab, on B: nobody hears anything
-    sim.connect(B, 21);
-    let out = sim.join(B, 21, ROOM, Some(&one));
+    sim.connect((B, 21));
+    let out = sim.join((B, 21), ROOM, Some(&one));
     assert_eq!(
         out,
         vec![o(
-            B,
-            21,
+            (B, 21),
             r#"{"event":"pusher_internal:subscription_succeeded","data":"{\"presence\":{\"count\":4,\"ids\":[200,1,100,300],\"hash\":{\"200\":{\"name\":\"obs\"},\"1\":{\"name\":\"Joe\"},\"100\":{\"name\":\"obs\"},\"300\":{\"name\":\"obs\"}}}}","channel":"presence-room"}"#
         )]
     );
     sim.pump();
     assert_eq!(sim.drain(), vec![]);
     for node in [A, B, C] {
-        assert_eq!(sim.info(node, ROOM, &["user_count"]), r#"{"user_count":4}"#);
+        assert_eq!(
+            sim.info_on(node, ROOM, &["user_count"]),
+            r#"{"user_count":4}"#
+        );
     }
 
     // closing the A tab: the user is still a member through B
-    sim.close(A, 11);
+    sim.close((A, 11));
     sim.pump();
     assert_eq!(sim.drain(), vec![]);
 
     // closing the B tab: removed once on every node
-    sim.close(B, 21);
-    assert_eq!(sim.drain(), vec![o(B, 20, &removed(ROOM, "1"))]);
+    sim.close((B, 21));
+    assert_eq!(sim.drain(), vec![o((B, 20), &removed(ROOM, "1"))]);
     sim.pump();
     assert_eq!(
         sim.drain_sorted(),
-        vec![o(A, 10, &removed(ROOM, "1")), o(C, 30, &removed(ROOM, "1"))]
+        vec![
+            o((A, 10), &removed(ROOM, "1")),
+            o((C, 30), &removed(ROOM, "1"))
+        ]
     );
     for node in [A, B, C] {
-        assert_eq!(sim.info(node, ROOM, &["user_count"]), r#"{"user_count":3}"#);
+        assert_eq!(
+            sim.info_on(node, ROOM, &["user_count"]),
+            r#"{"user_count":3}"#
+        );
     }
 }
 
 #[test]
 fn concurrent_joins_and_leaves_of_one_user_are_announced_once() {
-    let mut sim = Sim::new(3);
+    let mut sim = Sim::cluster(3);
     observers(&mut sim);
     let one = member("1", "Joe");
 
     // the same user joins on A and B before either hears of the other
-    sim.connect(A, 11);
-    sim.connect(B, 21);
-    sim.subscribe(A, 11, ROOM, Some(&one));
-    sim.subscribe(B, 21, ROOM, Some(&one));
+    sim.connect((A, 11));
+    sim.connect((B, 21));
+    sim.subscribe_signed((A, 11), ROOM, Some(&one));
+    sim.subscribe_signed((B, 21), ROOM, Some(&one));
     sim.pump();
     let out = sim.drain();
     let mut members: Vec<Out> = out
         .iter()
-        .filter(|(_, c, _)| ![11, 21].contains(c))
+        .filter(|(at, _)| ![11, 21].contains(&at.conn))
         .cloned()
         .collect();
     members.sort();
     assert_eq!(
         members,
         vec![
-            o(A, 10, &added(ROOM, &one)),
-            o(B, 20, &added(ROOM, &one)),
-            o(C, 30, &added(ROOM, &one)),
+            o((A, 10), &added(ROOM, &one)),
+            o((B, 20), &added(ROOM, &one)),
+            o((C, 30), &added(ROOM, &one)),
         ]
     );
-    assert_eq!(only(&out, A, 11).len(), 1, "{out:?}");
-    assert_eq!(only(&out, B, 21).len(), 1, "{out:?}");
+    assert_eq!(only(&out, (A, 11)).len(), 1, "{out:?}");
+    assert_eq!(only(&out, (B, 21)).len(), 1, "{out:?}");
     for node in [A, B, C] {
-        assert_eq!(sim.info(node, ROOM, &["user_count"]), r#"{"user_count":4}"#);
+        assert_eq!(
+            sim.info_on(node, ROOM, &["user_count"]),
+            r#"{"user_count":4}"#
+        );
     }
 
     // both tabs close before either hears of the other
-    sim.close(A, 11);
-    sim.close(B, 21);
+    sim.close((A, 11));
+    sim.close((B, 21));
     assert_eq!(sim.drain(), vec![], "each still sees the other tab");
     sim.pump();
     assert_eq!(
         sim.drain_sorted(),
         vec![
-            o(A, 10, &removed(ROOM, "1")),
-            o(B, 20, &removed(ROOM, "1")),
-            o(C, 30, &removed(ROOM, "1")),
+            o((A, 10), &removed(ROOM, "1")),
+            o((B, 20), &removed(ROOM, "1")),
+            o((C, 30), &removed(ROOM, "1")),
         ]
     );
     for node in [A, B, C] {
-        assert_eq!(sim.info(node, ROOM, &["user_count"]), r#"{"user_count":3}"#);
+        assert_eq!(
+            sim.info_on(node, ROOM, &["user_count"]),
+            r#"{"user_count":3}"#
+        );
     }
 }
 
 // ---- 5. queries ------------------------------------------------------------------
 
+/// Longer than most: one story whose every step starts from the state the
+/// step before left; split, each part would have to replay the story so far.
 #[test]
 fn queries_are_cluster_wide_and_not_double_counted() {
-    let mut sim = Sim::new(3);
+    let mut sim = Sim::cluster(3);
     for (node, conn) in [(A, 1), (A, 2), (B, 3), (B, 4), (C, 5)] {
-        sim.connect(node, conn);
+        sim.connect((node, conn));
     }
     for (node, conn) in [(A, 1), (A, 2), (B, 3)] {
-        sim.join(node, conn, "news", None);
+        sim.join((node, conn), "news", None);
     }
-    sim.join(A, 1, ROOM, Some(&member("1", "Joe")));
-    sim.join(B, 3, ROOM, Some(&member(r#""1""#, "Joe"))); // the same user
-    sim.join(B, 4, ROOM, Some(&member("2", "Ann")));
+    sim.join((A, 1), ROOM, Some(&member("1", "Joe")));
+    sim.join((B, 3), ROOM, Some(&member(r#""1""#, "Joe"))); // the same user
+    sim.join((B, 4), ROOM, Some(&member("2", "Ann")));
     sim.pump();
     sim.drain();
 
     for node in [A, B, C] {
         assert_eq!(sim.connections(node), 5, "node {node}");
         assert_eq!(
-            sim.info(
+            sim.info_on(
                 node,
                 "news",
                 &["occupied", "subscription_count", "user_count"]
@@ -888,7 +437,7 @@ fn queries_are_cluster_wide_and_not_double_counted() {
             "node {node}"
         );
         assert_eq!(
-            sim.info(
+            sim.info_on(
                 node,
                 ROOM,
                 &["occupied", "user_count", "subscription_count"]
@@ -897,11 +446,11 @@ fn queries_are_cluster_wide_and_not_double_counted() {
             "node {node}"
         );
         assert_eq!(
-            sim.info(node, "nothing", &["occupied", "subscription_count"]),
+            sim.info_on(node, "nothing", &["occupied", "subscription_count"]),
             r#"{"occupied":false}"#
         );
         assert_eq!(
-            sim.channels(node, &["user_count"]),
+            sim.channels_on(node, &["user_count"]),
             r#"{"news":{},"presence-room":{"user_count":2}}"#,
             "node {node}"
         );
@@ -921,32 +470,35 @@ fn queries_are_cluster_wide_and_not_double_counted() {
         Ok(vec![json!({"id": 1}), json!({"id": 2})]),
         "by node id, the first node's entry of a user"
     );
-    assert_eq!(sim.peers[C].hub.connection_count(0), 1);
+    assert_eq!(sim.nodes[C].hub.connection_count(0), 1);
 
     // user 1 keeps A's connection; B's connection 3 goes
-    sim.close(B, 3);
+    sim.close((B, 3));
     sim.pump();
     assert_eq!(sim.drain(), vec![]);
     for node in [A, B, C] {
         assert_eq!(sim.connections(node), 4);
         assert_eq!(
-            sim.info(node, "news", &["subscription_count"]),
+            sim.info_on(node, "news", &["subscription_count"]),
             r#"{"subscription_count":2}"#
         );
-        assert_eq!(sim.info(node, ROOM, &["user_count"]), r#"{"user_count":2}"#);
+        assert_eq!(
+            sim.info_on(node, ROOM, &["user_count"]),
+            r#"{"user_count":2}"#
+        );
     }
     // A's connections go: news is empty everywhere, user 1 is gone
-    sim.close(A, 1);
-    sim.close(A, 2);
+    sim.close((A, 1));
+    sim.close((A, 2));
     sim.pump();
     for node in [A, B, C] {
         assert_eq!(sim.connections(node), 2);
         assert_eq!(
-            sim.info(node, "news", &["occupied"]),
+            sim.info_on(node, "news", &["occupied"]),
             r#"{"occupied":false}"#
         );
         assert_eq!(
-            sim.channels(node, &["user_count"]),
+            sim.channels_on(node, &["user_count"]),
             r#"{"presence-room":{"user_count":1}}"#
         );
         assert_eq!(sim.users(node, ROOM), Ok(vec![json!({"id": 2})]));
@@ -955,35 +507,38 @@ fn queries_are_cluster_wide_and_not_double_counted() {
 
 #[test]
 fn connection_quota_counts_every_node() {
-    let mut sim = Sim::with(3, |a| a.max_connections = Some(2));
-    sim.connect(A, 1);
-    sim.connect(B, 2);
+    let mut sim = Sim::cluster_with(3, |a| a.max_connections = Some(2));
+    sim.connect((A, 1));
+    sim.connect((B, 2));
     sim.pump();
-    assert!(sim.open(C, 3, KEY).is_none());
+    assert!(sim.open((C, 3), KEY, None).is_none());
     assert_eq!(
         sim.drain(),
         vec![
-            o(C, 3, &err(4004, "Application is over connection quota")),
-            o(C, 3, &close(4004, "Application is over connection quota")),
+            o((C, 3), &err(4004, "Application is over connection quota")),
+            o((C, 3), &close(4004, "Application is over connection quota")),
         ]
     );
-    sim.close(A, 1);
+    sim.close((A, 1));
     sim.pump();
-    sim.connect(C, 3);
+    sim.connect((C, 3));
 }
 
 // ---- 6. node death and return ----------------------------------------------------
 
 #[test]
 fn heartbeats_keep_an_idle_cluster_together() {
-    let mut sim = Sim::new(3);
+    let mut sim = Sim::cluster(3);
     observers(&mut sim);
     let mark = sim.wire.len();
     sim.advance_to(50_000);
     assert_eq!(sim.drain(), vec![]);
     for node in [A, B, C] {
-        assert_eq!(sim.peers[node].hub.cluster_nodes(), 3);
-        assert_eq!(sim.info(node, ROOM, &["user_count"]), r#"{"user_count":3}"#);
+        assert_eq!(sim.nodes[node].hub.cluster_nodes(), 3);
+        assert_eq!(
+            sim.info_on(node, ROOM, &["user_count"]),
+            r#"{"user_count":3}"#
+        );
         // 1 s heartbeats (a quarter of the timeout), nothing else
         let sent = sim.wire_types(node, mark);
         assert_eq!(sent, vec!["heartbeat"; 50], "node {node}");
@@ -992,25 +547,25 @@ fn heartbeats_keep_an_idle_cluster_together() {
 
 #[test]
 fn a_silent_node_is_dropped_with_its_members() {
-    let mut sim = Sim::new(3);
+    let mut sim = Sim::cluster(3);
     observers(&mut sim);
-    sim.connect(B, 21);
-    sim.join(B, 21, ROOM, Some(&member("9", "Nine")));
-    sim.join(B, 21, "news", None);
+    sim.connect((B, 21));
+    sim.join((B, 21), ROOM, Some(&member("9", "Nine")));
+    sim.join((B, 21), "news", None);
     // user 100 (A's observer) also has a tab on B: not removed with B
-    sim.connect(B, 22);
-    sim.join(B, 22, ROOM, Some(&member("100", "obs")));
+    sim.connect((B, 22));
+    sim.join((B, 22), ROOM, Some(&member("100", "obs")));
     sim.pump();
     sim.drain();
     assert_eq!(sim.connections(A), 5);
 
     // B crashes at 0: it was last heard at 0
-    sim.peers[B].running = false;
+    sim.nodes[B].running = false;
     sim.advance_to(TIMEOUT - 1);
     assert_eq!(sim.drain(), vec![]);
-    assert_eq!(sim.peers[A].hub.cluster_nodes(), 3);
+    assert_eq!(sim.nodes[A].hub.cluster_nodes(), 3);
     assert_eq!(
-        sim.info(A, "news", &["subscription_count"]),
+        sim.info_on(A, "news", &["subscription_count"]),
         r#"{"subscription_count":1}"#
     );
 
@@ -1019,22 +574,25 @@ fn a_silent_node_is_dropped_with_its_members() {
     out.sort();
     // user 200 (B's observer) and user 9 leave; user 100 stays (on A)
     let mut want = vec![
-        o(A, 10, &removed(ROOM, "200")),
-        o(A, 10, &removed(ROOM, "9")),
-        o(C, 30, &removed(ROOM, "200")),
-        o(C, 30, &removed(ROOM, "9")),
+        o((A, 10), &removed(ROOM, "200")),
+        o((A, 10), &removed(ROOM, "9")),
+        o((C, 30), &removed(ROOM, "200")),
+        o((C, 30), &removed(ROOM, "9")),
     ];
     want.sort();
     assert_eq!(out, want);
     for node in [A, C] {
-        assert_eq!(sim.peers[node].hub.cluster_nodes(), 2);
+        assert_eq!(sim.nodes[node].hub.cluster_nodes(), 2);
         assert_eq!(sim.connections(node), 2);
         assert_eq!(
-            sim.info(node, "news", &["occupied"]),
+            sim.info_on(node, "news", &["occupied"]),
             r#"{"occupied":false}"#
         );
-        assert_eq!(sim.info(node, ROOM, &["user_count"]), r#"{"user_count":2}"#);
-        assert_eq!(sim.channels(node, &[]), r#"{"presence-room":{}}"#);
+        assert_eq!(
+            sim.info_on(node, ROOM, &["user_count"]),
+            r#"{"user_count":2}"#
+        );
+        assert_eq!(sim.channels_on(node, &[]), r#"{"presence-room":{}}"#);
     }
     assert_eq!(
         sim.users(A, ROOM),
@@ -1047,69 +605,69 @@ fn a_silent_node_is_dropped_with_its_members() {
 
 #[test]
 fn the_backlog_gate_opens_when_every_known_node_spoke_or_at_the_deadline() {
-    let mut sim = Sim::new(3);
-    for p in &mut sim.peers {
+    let mut sim = Sim::cluster(3);
+    for p in &mut sim.nodes {
         p.poll();
         assert!(p.backlog_open, "open once linked and in sync");
     }
     sim.link_down(A);
-    sim.peers[A].poll();
-    assert!(!sim.peers[A].backlog_open, "closed while the link is down");
+    sim.nodes[A].poll();
+    assert!(!sim.nodes[A].backlog_open, "closed while the link is down");
 
     // B hears A come back and answers; C is cut off and stays silent
-    sim.peers[C].link = Link::Cut;
+    sim.nodes[C].link = Link::Cut;
     let back = sim.now + 100;
     sim.advance_to(back);
     sim.link_up(A);
     sim.pump();
-    assert!(!sim.peers[A].backlog_open, "C has not spoken since");
+    assert!(!sim.nodes[A].backlog_open, "C has not spoken since");
     // the deadline is one of the hub's timers, so the loop wakes for it
     let deadline = back + TIMEOUT;
     assert!(sim.hub(A).poll_timeout().is_some_and(|t| t <= deadline));
     sim.advance_to(deadline - 1);
-    assert!(!sim.peers[A].backlog_open);
+    assert!(!sim.nodes[A].backlog_open);
     sim.advance_to(deadline);
-    assert!(sim.peers[A].backlog_open, "node_timeout passed");
+    assert!(sim.nodes[A].backlog_open, "node_timeout passed");
 }
 
 #[test]
 fn a_partitioned_node_is_dropped_then_restored_when_heard_again() {
-    let mut sim = Sim::new(3);
+    let mut sim = Sim::cluster(3);
     observers(&mut sim);
-    sim.connect(B, 21);
-    sim.join(B, 21, ROOM, Some(&member("9", "Nine")));
+    sim.connect((B, 21));
+    sim.join((B, 21), ROOM, Some(&member("9", "Nine")));
     sim.pump();
     sim.drain();
 
     // B is cut off without knowing it; everyone gives up on the others at 4 s
-    sim.peers[B].link = Link::Cut;
+    sim.nodes[B].link = Link::Cut;
     sim.advance_to(TIMEOUT);
     let mut want = vec![
-        o(A, 10, &removed(ROOM, "200")),
-        o(A, 10, &removed(ROOM, "9")),
-        o(C, 30, &removed(ROOM, "200")),
-        o(C, 30, &removed(ROOM, "9")),
-        o(B, 20, &removed(ROOM, "100")),
-        o(B, 20, &removed(ROOM, "300")),
-        o(B, 21, &removed(ROOM, "100")),
-        o(B, 21, &removed(ROOM, "300")),
+        o((A, 10), &removed(ROOM, "200")),
+        o((A, 10), &removed(ROOM, "9")),
+        o((C, 30), &removed(ROOM, "200")),
+        o((C, 30), &removed(ROOM, "9")),
+        o((B, 20), &removed(ROOM, "100")),
+        o((B, 20), &removed(ROOM, "300")),
+        o((B, 21), &removed(ROOM, "100")),
+        o((B, 21), &removed(ROOM, "300")),
     ];
     want.sort();
     assert_eq!(sim.drain_sorted(), want);
-    assert_eq!(sim.peers[B].hub.cluster_nodes(), 1);
+    assert_eq!(sim.nodes[B].hub.cluster_nodes(), 1);
     assert_eq!(sim.connections(B), 2);
 
     // B also gets a new member while cut off
-    sim.connect(B, 22);
-    sim.join(B, 22, ROOM, Some(&member("8", "Eight")));
+    sim.connect((B, 22));
+    sim.join((B, 22), ROOM, Some(&member("8", "Eight")));
 
     // healed: the next heartbeats are from unknown nodes, so each side asks
     // for the other's state and everyone is a member again, once
-    sim.peers[B].link = Link::Up;
+    sim.nodes[B].link = Link::Up;
     sim.advance_to(TIMEOUT + 1000);
     let out = sim.drain();
     for conn in [20, 21, 22] {
-        let mut got = only(&out, B, conn);
+        let mut got = only(&out, (B, conn));
         got.sort();
         let mut want = vec![
             added(ROOM, &member("100", "obs")),
@@ -1119,7 +677,7 @@ fn a_partitioned_node_is_dropped_then_restored_when_heard_again() {
         assert_eq!(got, want, "B/{conn}: {out:?}");
     }
     for (node, conn) in [(A, 10), (C, 30)] {
-        let mut got = only(&out, node, conn);
+        let mut got = only(&out, (node, conn));
         got.sort();
         let mut want = vec![
             added(ROOM, &member("200", "obs")),
@@ -1131,9 +689,12 @@ fn a_partitioned_node_is_dropped_then_restored_when_heard_again() {
     }
     assert_eq!(out.len(), 12, "{out:?}");
     for node in [A, B, C] {
-        assert_eq!(sim.peers[node].hub.cluster_nodes(), 3);
+        assert_eq!(sim.nodes[node].hub.cluster_nodes(), 3);
         assert_eq!(sim.connections(node), 5);
-        assert_eq!(sim.info(node, ROOM, &["user_count"]), r#"{"user_count":5}"#);
+        assert_eq!(
+            sim.info_on(node, ROOM, &["user_count"]),
+            r#"{"user_count":5}"#
+        );
     }
     sim.advance_to(4 * TIMEOUT);
     assert_eq!(sim.drain(), vec![]);
@@ -1141,71 +702,72 @@ fn a_partitioned_node_is_dropped_then_restored_when_heard_again() {
 
 // ---- 7. link down and up -------------------------------------------------------
 
+/// Longer than most: one story whose every step starts from the state the
+/// step before left; split, each part would have to replay the story so far.
 #[test]
 fn link_down_freezes_the_view_and_link_up_resyncs() {
-    let mut sim = Sim::new(3);
+    let mut sim = Sim::cluster(3);
     observers(&mut sim);
-    sim.connect(B, 21);
-    sim.join(B, 21, ROOM, Some(&member("201", "leaves")));
-    sim.connect(B, 22);
-    sim.join(B, 22, "news", None);
+    sim.connect((B, 21));
+    sim.join((B, 21), ROOM, Some(&member("201", "leaves")));
+    sim.connect((B, 22));
+    sim.join((B, 22), "news", None);
     sim.pump();
     sim.drain();
 
     sim.link_down(A);
-    assert_eq!(sim.peers[A].hub.cluster_poll_timeout(), None);
-    let seq_before = sim.peers[A].hub.cluster().unwrap().seq;
+    assert_eq!(sim.nodes[A].hub.cluster_poll_timeout(), None);
+    let seq_before = sim.nodes[A].hub.cluster().unwrap().seq;
 
     // while A is down: a member joins on A, A triggers an event, B changes
-    sim.connect(A, 11);
-    let out = sim.join(A, 11, ROOM, Some(&member("101", "new")));
+    sim.connect((A, 11));
+    let out = sim.join((A, 11), ROOM, Some(&member("101", "new")));
     assert_eq!(
         out,
         vec![
             o(
-                A,
-                11,
+                (A, 11),
                 r#"{"event":"pusher_internal:subscription_succeeded","data":"{\"presence\":{\"count\":5,\"ids\":[100,101,200,201,300],\"hash\":{\"100\":{\"name\":\"obs\"},\"101\":{\"name\":\"new\"},\"200\":{\"name\":\"obs\"},\"201\":{\"name\":\"leaves\"},\"300\":{\"name\":\"obs\"}}}}","channel":"presence-room"}"#
             ),
-            o(A, 10, &added(ROOM, &member("101", "new"))),
+            o((A, 10), &added(ROOM, &member("101", "new"))),
         ]
     );
-    sim.trigger(A, &["news"], "e", "d", None);
-    sim.close(B, 21);
-    assert_eq!(sim.drain(), vec![o(B, 20, &removed(ROOM, "201"))]);
-    sim.connect(B, 23);
-    sim.subscribe(B, 23, ROOM, Some(&member("202", "joins")));
+    sim.trigger_on(A, &["news"], "e", "d", None);
+    sim.close((B, 21));
+    assert_eq!(sim.drain(), vec![o((B, 20), &removed(ROOM, "201"))]);
+    sim.connect((B, 23));
+    sim.subscribe_signed((B, 23), ROOM, Some(&member("202", "joins")));
     sim.pump();
     // only the event waits to be sent: no join, no counts were even made
-    let held: Vec<Value> = sim.peers[A]
+    let held: Vec<Value> = sim.nodes[A]
         .held
         .iter()
         .map(|m| envelope(std::str::from_utf8(m).unwrap()))
         .collect();
     assert_eq!(held.len(), 1);
     assert_eq!(held[0]["type"], "event");
-    assert!(sim.peers[A].dropped.is_empty());
-    assert_eq!(sim.peers[A].hub.cluster().unwrap().seq, seq_before + 1);
+    assert!(sim.nodes[A].dropped.is_empty());
+    assert_eq!(sim.nodes[A].hub.cluster().unwrap().seq, seq_before + 1);
     let out = sim.drain();
     assert_eq!(
         out[1..],
         [
-            o(B, 20, &added(ROOM, &member("202", "joins"))),
-            o(C, 30, &removed(ROOM, "201")),
-            o(C, 30, &added(ROOM, &member("202", "joins"))),
+            o((B, 20), &added(ROOM, &member("202", "joins"))),
+            o((C, 30), &removed(ROOM, "201")),
+            o((C, 30), &added(ROOM, &member("202", "joins"))),
         ],
         "A hears none of it"
     );
 
     // long past the timeout: A's view stays as it was; B and C drop A
     sim.advance_to(10_000);
-    assert_eq!(sim.peers[A].hub.cluster_nodes(), 3);
-    assert_eq!(sim.info(A, ROOM, &["user_count"]), r#"{"user_count":5}"#);
+    assert_eq!(sim.nodes[A].hub.cluster_nodes(), 3);
+    assert_eq!(sim.info_on(A, ROOM, &["user_count"]), r#"{"user_count":5}"#);
     assert_eq!(sim.connections(A), 6, "A: 2 + B's 3 + C's 1, as last heard");
     let mut want = vec![
-        o(B, 20, &removed(ROOM, "100")),
-        o(B, 23, &removed(ROOM, "100")),
-        o(C, 30, &removed(ROOM, "100")),
+        o((B, 20), &removed(ROOM, "100")),
+        o((B, 23), &removed(ROOM, "100")),
+        o((C, 30), &removed(ROOM, "100")),
     ];
     want.sort();
     assert_eq!(sim.drain_sorted(), want);
@@ -1222,10 +784,10 @@ fn link_down_freezes_the_view_and_link_up_resyncs() {
     assert_eq!(envelope(&sim.last_wire(B, "state"))["reply"], false);
 
     let out = sim.drain();
-    assert_eq!(only(&out, B, 22), vec![event("e", "d", "news")]);
+    assert_eq!(only(&out, (B, 22)), vec![event("e", "d", "news")]);
     for (node, conn) in [(B, 20), (B, 23), (C, 30)] {
         assert_eq!(
-            only(&out, node, conn),
+            only(&out, (node, conn)),
             vec![
                 added(ROOM, &member("100", "obs")),
                 added(ROOM, &member("101", "new")),
@@ -1234,7 +796,7 @@ fn link_down_freezes_the_view_and_link_up_resyncs() {
         );
     }
     for conn in [10, 11] {
-        let mut got = only(&out, A, conn);
+        let mut got = only(&out, (A, conn));
         got.sort();
         let mut want = vec![removed(ROOM, "201"), added(ROOM, &member("202", "joins"))];
         want.sort();
@@ -1242,8 +804,11 @@ fn link_down_freezes_the_view_and_link_up_resyncs() {
     }
     assert_eq!(out.len(), 1 + 3 * 2 + 2 * 2, "{out:?}");
     for node in [A, B, C] {
-        assert_eq!(sim.peers[node].hub.cluster_nodes(), 3);
-        assert_eq!(sim.info(node, ROOM, &["user_count"]), r#"{"user_count":5}"#);
+        assert_eq!(sim.nodes[node].hub.cluster_nodes(), 3);
+        assert_eq!(
+            sim.info_on(node, ROOM, &["user_count"]),
+            r#"{"user_count":5}"#
+        );
         assert_eq!(sim.connections(node), 6);
     }
     sim.advance_to(20_000);
@@ -1252,23 +817,23 @@ fn link_down_freezes_the_view_and_link_up_resyncs() {
 
 #[test]
 fn a_short_link_flap_changes_nothing_but_what_changed() {
-    let mut sim = Sim::new(3);
+    let mut sim = Sim::cluster(3);
     observers(&mut sim);
-    sim.connect(B, 21);
-    sim.join(B, 21, ROOM, Some(&member("201", "leaves")));
+    sim.connect((B, 21));
+    sim.join((B, 21), ROOM, Some(&member("201", "leaves")));
     sim.pump();
     sim.drain();
 
     sim.link_down(A);
     sim.link_down(A); // twice is once
     sim.advance_to(1500);
-    sim.close(B, 21);
+    sim.close((B, 21));
     sim.pump();
     assert_eq!(
         sim.drain_sorted(),
         vec![
-            o(B, 20, &removed(ROOM, "201")),
-            o(C, 30, &removed(ROOM, "201"))
+            o((B, 20), &removed(ROOM, "201")),
+            o((C, 30), &removed(ROOM, "201"))
         ]
     );
     sim.advance_to(2500);
@@ -1276,13 +841,16 @@ fn a_short_link_flap_changes_nothing_but_what_changed() {
     sim.link_up(A);
     sim.pump();
     // nobody dropped A; only the member who left while A was away is news to A
-    assert_eq!(sim.drain(), vec![o(A, 10, &removed(ROOM, "201"))]);
+    assert_eq!(sim.drain(), vec![o((A, 10), &removed(ROOM, "201"))]);
     // and the nodes A had frozen get a fresh timeout from now
     sim.advance_to(2500 + TIMEOUT + 1);
     assert_eq!(sim.drain(), vec![]);
     for node in [A, B, C] {
-        assert_eq!(sim.peers[node].hub.cluster_nodes(), 3);
-        assert_eq!(sim.info(node, ROOM, &["user_count"]), r#"{"user_count":3}"#);
+        assert_eq!(sim.nodes[node].hub.cluster_nodes(), 3);
+        assert_eq!(
+            sim.info_on(node, ROOM, &["user_count"]),
+            r#"{"user_count":3}"#
+        );
     }
 }
 
@@ -1290,48 +858,47 @@ fn a_short_link_flap_changes_nothing_but_what_changed() {
 
 #[test]
 fn a_message_delivered_twice_is_delivered_once() {
-    let mut sim = Sim::new(2);
-    sim.connect(B, 2);
-    sim.join(B, 2, "news", None);
-    sim.connect(B, 3);
-    sim.join(B, 3, ROOM, Some(&member("3", "B")));
-    sim.connect(A, 1);
-    sim.join(A, 1, ROOM, Some(&member("1", "A")));
+    let mut sim = Sim::cluster(2);
+    sim.connect((B, 2));
+    sim.join((B, 2), "news", None);
+    sim.connect((B, 3));
+    sim.join((B, 3), ROOM, Some(&member("3", "B")));
+    sim.connect((A, 1));
+    sim.join((A, 1), ROOM, Some(&member("1", "A")));
     sim.pump();
     sim.drain();
 
-    sim.trigger(A, &["news"], "e", "d", None);
+    sim.trigger_on(A, &["news"], "e", "d", None);
     sim.pump();
-    assert_eq!(sim.drain(), vec![o(B, 2, &event("e", "d", "news"))]);
+    assert_eq!(sim.drain(), vec![o((B, 2), &event("e", "d", "news"))]);
     let ev = sim.last_wire(A, "event");
     let now = sim.now;
     sim.hub(B).remote(now, ev.as_bytes());
     sim.hub(B).remote(now, ev.as_bytes());
     assert_eq!(sim.drain(), vec![]);
-    assert_eq!(sim.peers[B].hub.cluster().unwrap().duplicates, 2);
+    assert_eq!(sim.nodes[B].hub.cluster().unwrap().duplicates, 2);
 
     // an older delivery again changes nothing either
     let first = sim
         .wire
         .iter()
         .position(|(f, m)| *f == A && envelope(m)["type"] == "event");
-    sim.trigger(A, &["news"], "e2", "d", None);
+    sim.trigger_on(A, &["news"], "e2", "d", None);
     sim.pump();
-    assert_eq!(sim.drain(), vec![o(B, 2, &event("e2", "d", "news"))]);
+    assert_eq!(sim.drain(), vec![o((B, 2), &event("e2", "d", "news"))]);
     let first = sim.wire[first.unwrap()].1.clone();
     assert_eq!(first, ev);
     sim.hub(B).remote(now, first.as_bytes());
     assert_eq!(sim.drain(), vec![]);
-    assert_eq!(sim.peers[B].hub.cluster().unwrap().duplicates, 3);
+    assert_eq!(sim.nodes[B].hub.cluster().unwrap().duplicates, 3);
 
     // client events and terminations are deduplicated the same way
-    sim.whisper(A, 1, ROOM, "client-x", json!({}));
+    sim.whisper((A, 1), ROOM, "client-x", json!({}));
     sim.pump();
     assert_eq!(
         sim.drain(),
         vec![o(
-            B,
-            3,
+            (B, 3),
             r#"{"event":"client-x","channel":"presence-room","data":{},"user_id":1}"#
         )]
     );
@@ -1343,33 +910,33 @@ fn a_message_delivered_twice_is_delivered_once() {
     assert_eq!(
         sim.drain(),
         vec![
-            o(A, 1, &removed(ROOM, "3")),
-            o(B, 3, &err(4009, "Connection terminated")),
-            o(B, 3, &close(4009, "Connection terminated")),
+            o((A, 1), &removed(ROOM, "3")),
+            o((B, 3), &err(4009, "Connection terminated")),
+            o((B, 3), &close(4009, "Connection terminated")),
         ]
     );
-    sim.connect(B, 5);
-    sim.join(B, 5, ROOM, Some(&member("3", "again")));
+    sim.connect((B, 5));
+    sim.join((B, 5), ROOM, Some(&member("3", "again")));
     sim.pump();
     sim.drain();
     let terminate = sim.last_wire(A, "terminate");
     sim.hub(B).remote(now, terminate.as_bytes());
     assert_eq!(sim.drain(), vec![], "user 3's new connection stays");
-    assert_eq!(sim.peers[B].hub.cluster().unwrap().duplicates, 5);
+    assert_eq!(sim.nodes[B].hub.cluster().unwrap().duplicates, 5);
 
     // presence updates are not re-sent, so they carry no such check; a join
     // seen twice is harmless
     let join = sim.last_wire(A, "join");
     sim.hub(B).remote(now, join.as_bytes());
     assert_eq!(sim.drain(), vec![]);
-    assert_eq!(sim.peers[B].hub.cluster().unwrap().bad_messages, 0);
+    assert_eq!(sim.nodes[B].hub.cluster().unwrap().bad_messages, 0);
 }
 
 // ---- 9. bad data ---------------------------------------------------------------
 
 #[test]
 fn what_the_channel_can_make_a_node_remember_is_bounded() {
-    let mut sim = Sim::new(1);
+    let mut sim = Sim::cluster(1);
     let now = sim.now;
     // a flood of made-up nodes stops at MAX_NODES
     for i in 0..MAX_NODES + 10 {
@@ -1382,7 +949,7 @@ fn what_the_channel_can_make_a_node_remember_is_bounded() {
 
     // counts for an app this node does not have, or channel names no client
     // could use, are not kept
-    let mut sim = Sim::new(1);
+    let mut sim = Sim::cluster(1);
     let counts = |app: &str, name: &str| {
         Envelope::new(
             "other",
@@ -1397,10 +964,10 @@ fn what_the_channel_can_make_a_node_remember_is_bounded() {
     };
     sim.hub(A).remote(now, &counts("no-such-app", "news"));
     assert_eq!(sim.connections(A), 0);
-    assert_eq!(sim.channels(A, &[]), "{}");
+    assert_eq!(sim.channels_on(A, &[]), "{}");
     sim.hub(A).remote(now, &counts(APP_ID, "bad name!"));
     assert_eq!(sim.connections(A), 7);
-    assert_eq!(sim.channels(A, &[]), "{}");
+    assert_eq!(sim.channels_on(A, &[]), "{}");
     // members for a channel that is not a presence channel are not kept
     let mut apps = BTreeMap::new();
     apps.insert(
@@ -1418,18 +985,20 @@ fn what_the_channel_can_make_a_node_remember_is_bounded() {
     sim.hub(A).remote(now, &state);
     assert_eq!(sim.users(A, "news"), Err(400));
     assert_eq!(
-        sim.info(A, "news", &["subscription_count"]),
+        sim.info_on(A, "news", &["subscription_count"]),
         r#"{"subscription_count":1}"#
     );
     assert_eq!(sim.drain(), vec![]);
 }
 
+/// Longer than most: one story whose every step starts from the state the
+/// step before left; split, each part would have to replay the story so far.
 #[test]
 fn bad_messages_are_counted_and_ignored() {
-    let mut sim = Sim::new(2);
-    sim.connect(A, 1);
-    sim.join(A, 1, "news", None);
-    sim.join(A, 1, ROOM, Some(&member("1", "A")));
+    let mut sim = Sim::cluster(2);
+    sim.connect((A, 1));
+    sim.join((A, 1), "news", None);
+    sim.join((A, 1), ROOM, Some(&member("1", "A")));
     sim.pump();
     sim.drain();
     let now = sim.now;
@@ -1444,8 +1013,8 @@ fn bad_messages_are_counted_and_ignored() {
     for bad in undecodable {
         sim.hub(A).remote(now, bad);
     }
-    assert_eq!(sim.peers[A].hub.cluster().unwrap().bad_messages, 5);
-    assert_eq!(sim.peers[A].hub.cluster_nodes(), 2);
+    assert_eq!(sim.nodes[A].hub.cluster().unwrap().bad_messages, 5);
+    assert_eq!(sim.nodes[A].hub.cluster_nodes(), 2);
 
     // well-formed, but for an app this node does not have, or unusable
     let stranger = |seq, body| Envelope::new("stranger", seq, body).encode();
@@ -1509,10 +1078,10 @@ fn bad_messages_are_counted_and_ignored() {
         sim.hub(A).remote(now, m);
     }
     assert_eq!(sim.drain(), vec![]);
-    assert_eq!(sim.peers[A].hub.cluster().unwrap().bad_messages, 5);
+    assert_eq!(sim.nodes[A].hub.cluster().unwrap().bad_messages, 5);
     assert!(!sim.take_restart(A));
-    assert_eq!(sim.info(A, ROOM, &["user_count"]), r#"{"user_count":1}"#);
-    assert_eq!(sim.channels(A, &[]), r#"{"news":{},"presence-room":{}}"#);
+    assert_eq!(sim.info_on(A, ROOM, &["user_count"]), r#"{"user_count":1}"#);
+    assert_eq!(sim.channels_on(A, &[]), r#"{"news":{},"presence-room":{}}"#);
     // A heard of a new node and asked it for its state
     let want = sim.poll_publish(A).expect("a want");
     assert_eq!(
@@ -1524,10 +1093,10 @@ fn bad_messages_are_counted_and_ignored() {
     assert!(!want.1);
     sim.pump();
     assert_eq!(sim.drain(), vec![]);
-    assert_eq!(sim.peers[B].hub.cluster().unwrap().bad_messages, 0);
+    assert_eq!(sim.nodes[B].hub.cluster().unwrap().bad_messages, 0);
     // the stranger never speaks again and is forgotten
     sim.advance_to(TIMEOUT + 1);
-    assert_eq!(sim.peers[A].hub.cluster_nodes(), 2);
+    assert_eq!(sim.nodes[A].hub.cluster_nodes(), 2);
     assert_eq!(sim.drain(), vec![]);
 }
 
@@ -1535,19 +1104,19 @@ fn bad_messages_are_counted_and_ignored() {
 
 #[test]
 fn terminate_user_closes_connections_on_other_nodes() {
-    let mut sim = Sim::new(3);
-    sim.connect(A, 10);
-    sim.join(A, 10, ROOM, Some(&member("100", "obs")));
-    sim.connect(B, 20);
-    sim.join(B, 20, ROOM, Some(&member("9", "Nine")));
-    let sid30 = sim.connect(C, 30);
-    let sid31 = sim.connect(C, 31);
-    sim.send(C, 30, &signin_msg(&sid30, r#"{"id":"9"}"#));
-    sim.send(C, 31, &signin_msg(&sid31, r#"{"id":"10"}"#));
+    let mut sim = Sim::cluster(3);
+    sim.connect((A, 10));
+    sim.join((A, 10), ROOM, Some(&member("100", "obs")));
+    sim.connect((B, 20));
+    sim.join((B, 20), ROOM, Some(&member("9", "Nine")));
+    let sid30 = sim.connect((C, 30));
+    let sid31 = sim.connect((C, 31));
+    sim.send((C, 30), &signin_msg(&sid30, r#"{"id":"9"}"#));
+    sim.send((C, 31), &signin_msg(&sid31, r#"{"id":"10"}"#));
     sim.pump();
     let out = sim.drain();
     assert!(
-        only(&out, C, 30)[0].starts_with(r#"{"event":"pusher:signin_success""#),
+        only(&out, (C, 30))[0].starts_with(r#"{"event":"pusher:signin_success""#),
         "{out:?}"
     );
     assert_eq!(sim.connections(A), 4);
@@ -1559,13 +1128,19 @@ fn terminate_user_closes_connections_on_other_nodes() {
     let terminated = err(4009, "Connection terminated");
     let closed = close(4009, "Connection terminated");
     let out = sim.drain();
-    assert_eq!(only(&out, B, 20), vec![terminated.clone(), closed.clone()]);
-    assert_eq!(only(&out, C, 30), vec![terminated, closed]);
-    assert_eq!(only(&out, A, 10), vec![removed(ROOM, "9")]);
+    assert_eq!(
+        only(&out, (B, 20)),
+        vec![terminated.clone(), closed.clone()]
+    );
+    assert_eq!(only(&out, (C, 30)), vec![terminated, closed]);
+    assert_eq!(only(&out, (A, 10)), vec![removed(ROOM, "9")]);
     assert_eq!(out.len(), 5, "{out:?}");
     for node in [A, B, C] {
         assert_eq!(sim.connections(node), 2);
-        assert_eq!(sim.info(node, ROOM, &["user_count"]), r#"{"user_count":1}"#);
+        assert_eq!(
+            sim.info_on(node, ROOM, &["user_count"]),
+            r#"{"user_count":1}"#
+        );
     }
     // the terminate message is durable
     let t = sim.last_wire(A, "terminate");
@@ -1583,7 +1158,7 @@ fn terminate_user_closes_connections_on_other_nodes() {
 
 #[test]
 fn a_restart_message_is_taken_once() {
-    let mut sim = Sim::new(2);
+    let mut sim = Sim::cluster(2);
     let msg = Envelope::new("revurb-cli", 1, Body::Restart).encode();
     assert!(!sim.take_restart(A));
     let now = sim.now;
@@ -1606,40 +1181,39 @@ fn a_restart_message_is_taken_once() {
 
 #[test]
 fn cache_channel_event_is_cached_on_every_node() {
-    let mut sim = Sim::new(3);
-    assert_eq!(sim.trigger(A, &["cache-x"], "ev", "1", None), 0);
+    let mut sim = Sim::cluster(3);
+    assert_eq!(sim.trigger_on(A, &["cache-x"], "ev", "1", None), 0);
     sim.pump();
     assert_eq!(sim.drain(), vec![]);
 
-    sim.connect(B, 2);
-    let out = sim.join(B, 2, "cache-x", None);
+    sim.connect((B, 2));
+    let out = sim.join((B, 2), "cache-x", None);
     assert_eq!(
         out,
         vec![
-            o(B, 2, &succeeded("cache-x")),
-            o(B, 2, r#"{"event":"ev","data":"1","channel":"cache-x"}"#),
+            o((B, 2), &succeeded("cache-x")),
+            o((B, 2), r#"{"event":"ev","data":"1","channel":"cache-x"}"#),
         ]
     );
     sim.pump();
     assert_eq!(
-        sim.info(C, "cache-x", &["occupied", "cache"]),
+        sim.info_on(C, "cache-x", &["occupied", "cache"]),
         r#"{"occupied":true,"cache":{"event":"ev","data":"1","ttl":1800}}"#
     );
 
     // a client event on a private cache channel is cached remotely too
-    sim.connect(A, 1);
-    sim.join(A, 1, "private-cache-y", None);
-    sim.whisper(A, 1, "private-cache-y", "client-pos", json!({"x": 1}));
+    sim.connect((A, 1));
+    sim.join((A, 1), "private-cache-y", None);
+    sim.whisper((A, 1), "private-cache-y", "client-pos", json!({"x": 1}));
     sim.pump();
-    sim.connect(C, 3);
-    let out = sim.join(C, 3, "private-cache-y", None);
+    sim.connect((C, 3));
+    let out = sim.join((C, 3), "private-cache-y", None);
     assert_eq!(
         out,
         vec![
-            o(C, 3, &succeeded("private-cache-y")),
+            o((C, 3), &succeeded("private-cache-y")),
             o(
-                C,
-                3,
+                (C, 3),
                 r#"{"event":"client-pos","channel":"private-cache-y","data":{"x":1}}"#
             ),
         ]
@@ -1648,32 +1222,32 @@ fn cache_channel_event_is_cached_on_every_node() {
 
 #[test]
 fn a_node_that_was_away_gets_the_cached_events_in_the_state() {
-    let mut sim = Sim::new(3);
+    let mut sim = Sim::cluster(3);
     sim.link_down(C);
-    sim.trigger(A, &["cache-x"], "ev", "1", None);
+    sim.trigger_on(A, &["cache-x"], "ev", "1", None);
     sim.pump();
     sim.now += 60_000;
     // C heard nothing of it
-    assert_eq!(sim.info(C, "cache-x", &["cache"]), "{}");
+    assert_eq!(sim.info_on(C, "cache-x", &["cache"]), "{}");
     sim.link_up(C);
     sim.pump();
     assert_eq!(sim.drain(), vec![]);
     // the state A sent back carries the event, with what is left of its ttl
     assert_eq!(
-        sim.info(C, "cache-x", &["cache"]),
+        sim.info_on(C, "cache-x", &["cache"]),
         r#"{"cache":{"event":"ev","data":"1","ttl":1740}}"#
     );
-    sim.connect(C, 3);
-    let out = sim.join(C, 3, "cache-x", None);
+    sim.connect((C, 3));
+    let out = sim.join((C, 3), "cache-x", None);
     assert_eq!(
         out,
         vec![
-            o(C, 3, &succeeded("cache-x")),
-            o(C, 3, r#"{"event":"ev","data":"1","channel":"cache-x"}"#),
+            o((C, 3), &succeeded("cache-x")),
+            o((C, 3), r#"{"event":"ev","data":"1","channel":"cache-x"}"#),
         ]
     );
     // an older copy does not replace a newer one
-    sim.trigger(A, &["cache-x"], "ev", "2", None);
+    sim.trigger_on(A, &["cache-x"], "ev", "2", None);
     sim.pump();
     sim.drain();
     sim.link_down(B);
@@ -1681,7 +1255,7 @@ fn a_node_that_was_away_gets_the_cached_events_in_the_state() {
     sim.pump();
     for node in [A, B, C] {
         assert_eq!(
-            sim.info(node, "cache-x", &["cache"]),
+            sim.info_on(node, "cache-x", &["cache"]),
             r#"{"cache":{"event":"ev","data":"2","ttl":1800}}"#
         );
     }
@@ -1691,21 +1265,20 @@ fn a_node_that_was_away_gets_the_cached_events_in_the_state() {
 
 #[test]
 fn presence_limit_is_cluster_wide() {
-    let mut sim = Sim::with(3, |a| a.max_presence_members = 2);
-    sim.connect(A, 1);
-    sim.join(A, 1, ROOM, Some(&member("1", "A")));
-    sim.connect(B, 2);
-    sim.join(B, 2, ROOM, Some(&member("2", "B")));
+    let mut sim = Sim::cluster_with(3, |a| a.max_presence_members = 2);
+    sim.connect((A, 1));
+    sim.join((A, 1), ROOM, Some(&member("1", "A")));
+    sim.connect((B, 2));
+    sim.join((B, 2), ROOM, Some(&member("2", "B")));
     sim.pump();
     sim.drain();
 
-    sim.connect(C, 3);
-    sim.subscribe(C, 3, ROOM, Some(&member("3", "C")));
+    sim.connect((C, 3));
+    sim.subscribe_signed((C, 3), ROOM, Some(&member("3", "C")));
     assert_eq!(
         sim.drain(),
         vec![o(
-            C,
-            3,
+            (C, 3),
             r#"{"event":"pusher:error","data":"{\"code\":4009,\"message\":\"Presence channel is full.\"}"}"#
         )]
     );
@@ -1713,44 +1286,47 @@ fn presence_limit_is_cluster_wide() {
     assert_eq!(sim.drain(), vec![]);
 
     // a user already in it elsewhere may add a tab here
-    let out = sim.join(C, 3, ROOM, Some(&member("1", "A")));
+    let out = sim.join((C, 3), ROOM, Some(&member("1", "A")));
     assert_eq!(out.len(), 1, "{out:?}");
     sim.pump();
     assert_eq!(sim.drain(), vec![]);
 
     // once user 2 leaves on B, user 3 gets in on C
-    sim.close(B, 2);
+    sim.close((B, 2));
     sim.pump();
     sim.drain();
-    sim.connect(C, 4);
-    let out = sim.join(C, 4, ROOM, Some(&member("3", "C")));
-    assert_eq!(out[1..], [o(C, 3, &added(ROOM, &member("3", "C")))]);
+    sim.connect((C, 4));
+    let out = sim.join((C, 4), ROOM, Some(&member("3", "C")));
+    assert_eq!(out[1..], [o((C, 3), &added(ROOM, &member("3", "C")))]);
     sim.pump();
-    assert_eq!(sim.drain(), vec![o(A, 1, &added(ROOM, &member("3", "C")))]);
+    assert_eq!(
+        sim.drain(),
+        vec![o((A, 1), &added(ROOM, &member("3", "C")))]
+    );
 }
 
 // ---- more: users, reloads ------------------------------------------------------
 
 #[test]
 fn send_to_user_reaches_a_signed_in_user_on_another_node() {
-    let mut sim = Sim::new(2);
-    let sid = sim.connect(B, 2);
-    sim.send(B, 2, &signin_msg(&sid, r#"{"id":"42"}"#));
+    let mut sim = Sim::cluster(2);
+    let sid = sim.connect((B, 2));
+    sim.send((B, 2), &signin_msg(&sid, r#"{"id":"42"}"#));
     sim.pump();
     sim.drain();
-    sim.trigger(A, &["#server-to-user-42"], "hello", "{}", None);
+    sim.trigger_on(A, &["#server-to-user-42"], "hello", "{}", None);
     sim.pump();
     assert_eq!(
         sim.drain(),
-        vec![o(B, 2, &event("hello", "{}", "#server-to-user-42"))]
+        vec![o((B, 2), &event("hello", "{}", "#server-to-user-42"))]
     );
     // server-to-user channels are never listed, but asked for by name they
     // answer the same on every node
-    assert_eq!(sim.channels(A, &[]), "{}");
+    assert_eq!(sim.channels_on(A, &[]), "{}");
     let info = ["occupied", "subscription_count"];
     for node in [A, B] {
         assert_eq!(
-            sim.info(node, "#server-to-user-42", &info),
+            sim.info_on(node, "#server-to-user-42", &info),
             r#"{"occupied":true,"subscription_count":1}"#
         );
     }
@@ -1760,12 +1336,12 @@ fn send_to_user_reaches_a_signed_in_user_on_another_node() {
 // other nodes (which still have the app) must stop counting them.
 #[test]
 fn removing_an_app_on_reload_clears_its_counts_on_the_other_nodes() {
-    let mut sim = Sim::new(2);
-    sim.connect(A, 1);
-    sim.join(A, 1, ROOM, Some(&member("1", "A")));
-    sim.connect(B, 2);
-    sim.join(B, 2, "news", None);
-    sim.join(B, 2, ROOM, Some(&member("2", "B")));
+    let mut sim = Sim::cluster(2);
+    sim.connect((A, 1));
+    sim.join((A, 1), ROOM, Some(&member("1", "A")));
+    sim.connect((B, 2));
+    sim.join((B, 2), "news", None);
+    sim.join((B, 2), ROOM, Some(&member("2", "B")));
     sim.pump();
     sim.drain();
     assert_eq!(sim.connections(A), 2);
@@ -1775,17 +1351,20 @@ fn removing_an_app_on_reload_clears_its_counts_on_the_other_nodes() {
     assert_eq!(
         sim.drain(),
         vec![
-            o(B, 2, &err(4200, "Server shutting down")),
-            o(B, 2, &close(4200, "Server shutting down")),
+            o((B, 2), &err(4200, "Server shutting down")),
+            o((B, 2), &close(4200, "Server shutting down")),
         ]
     );
     sim.pump();
     // the member's leave does get through
-    assert_eq!(sim.drain(), vec![o(A, 1, &removed(ROOM, "2"))]);
+    assert_eq!(sim.drain(), vec![o((A, 1), &removed(ROOM, "2"))]);
     // but not the counts
     assert_eq!(sim.connections(A), 1, "B closed its connection of the app");
-    assert_eq!(sim.info(A, "news", &["occupied"]), r#"{"occupied":false}"#);
-    assert_eq!(sim.channels(A, &[]), r#"{"presence-room":{}}"#);
+    assert_eq!(
+        sim.info_on(A, "news", &["occupied"]),
+        r#"{"occupied":false}"#
+    );
+    assert_eq!(sim.channels_on(A, &[]), r#"{"presence-room":{}}"#);
 }
 
 /// A delivers an event to B; its link goes down and, as the Redis client
@@ -1793,17 +1372,17 @@ fn removing_an_app_on_reload_clears_its_counts_on_the_other_nodes() {
 /// into A's outage queue; after `outage` ms the link comes back and it is
 /// sent again. B must deliver it only once.
 fn resend_after_an_outage(outage: u64) -> Sim {
-    let mut sim = Sim::new(2);
-    sim.connect(B, 2);
-    sim.join(B, 2, "news", None);
+    let mut sim = Sim::cluster(2);
+    sim.connect((B, 2));
+    sim.join((B, 2), "news", None);
     sim.pump();
-    sim.trigger(A, &["news"], "e", "d", None);
+    sim.trigger_on(A, &["news"], "e", "d", None);
     sim.pump();
-    assert_eq!(sim.drain(), vec![o(B, 2, &event("e", "d", "news"))]);
+    assert_eq!(sim.drain(), vec![o((B, 2), &event("e", "d", "news"))]);
     let ev: Rc<[u8]> = sim.last_wire(A, "event").into_bytes().into();
 
     sim.link_down(A);
-    sim.peers[A].held.push(ev);
+    sim.nodes[A].held.push(ev);
     sim.advance_to(outage);
     let b_knows_a = if outage >= TIMEOUT { 1 } else { 2 };
     assert_eq!(
@@ -1825,7 +1404,7 @@ fn resend_after_an_outage(outage: u64) -> Sim {
 #[test]
 fn a_delivery_resent_after_a_short_outage_is_delivered_once() {
     let mut sim = resend_after_an_outage(TIMEOUT / 2);
-    assert_eq!(sim.peers[B].hub.cluster().unwrap().duplicates, 1);
+    assert_eq!(sim.nodes[B].hub.cluster().unwrap().duplicates, 1);
     assert_eq!(sim.hub(B).cluster_nodes(), 2);
 }
 
@@ -1833,7 +1412,7 @@ fn a_delivery_resent_after_a_short_outage_is_delivered_once() {
 #[test]
 fn a_delivery_resent_after_a_long_outage_is_delivered_once() {
     let mut sim = resend_after_an_outage(2 * TIMEOUT);
-    assert_eq!(sim.peers[B].hub.cluster().unwrap().duplicates, 1);
+    assert_eq!(sim.nodes[B].hub.cluster().unwrap().duplicates, 1);
     // A is back in B's view
     assert_eq!(sim.hub(B).cluster_nodes(), 2);
 }
@@ -1849,10 +1428,10 @@ fn apps_are_matched_by_id_whatever_their_order_on_each_node() {
         }
     });
     // on B the first app is the other one
-    sim.connect_to(B, 2, "reverb-key-2");
-    sim.send(B, 2, &subscribe_msg("news", None, None));
-    sim.connect_to(B, 3, KEY);
-    sim.send(B, 3, &subscribe_msg("news", None, None));
+    sim.connect_to((B, 2), "reverb-key-2");
+    sim.send((B, 2), &subscribe_msg("news", None, None));
+    sim.connect_to((B, 3), KEY);
+    sim.send((B, 3), &subscribe_msg("news", None, None));
     sim.pump();
     sim.drain();
 
@@ -1865,30 +1444,30 @@ fn apps_are_matched_by_id_whatever_their_order_on_each_node() {
     assert_eq!(
         sim.drain(),
         vec![
-            o(B, 2, &event("for-other", "1", "news")),
-            o(B, 3, &event("for-main", "2", "news")),
+            o((B, 2), &event("for-other", "1", "news")),
+            o((B, 3), &event("for-main", "2", "news")),
         ]
     );
-    assert_eq!(sim.peers[A].hub.cluster_connection_count(0), 1);
-    assert_eq!(sim.peers[A].hub.cluster_connection_count(1), 1);
-    assert_eq!(sim.peers[B].hub.cluster_connection_count(0), 1);
+    assert_eq!(sim.nodes[A].hub.cluster_connection_count(0), 1);
+    assert_eq!(sim.nodes[A].hub.cluster_connection_count(1), 1);
+    assert_eq!(sim.nodes[B].hub.cluster_connection_count(0), 1);
 }
 
 #[test]
 fn resubscribing_as_another_user_is_a_leave_and_a_join_everywhere() {
-    let mut sim = Sim::new(2);
-    sim.connect(A, 1);
-    sim.join(A, 1, ROOM, Some(&member("1", "A")));
-    sim.connect(B, 2);
-    sim.join(B, 2, ROOM, Some(&member("9", "obs")));
+    let mut sim = Sim::cluster(2);
+    sim.connect((A, 1));
+    sim.join((A, 1), ROOM, Some(&member("1", "A")));
+    sim.connect((B, 2));
+    sim.join((B, 2), ROOM, Some(&member("9", "obs")));
     sim.pump();
     sim.drain();
 
-    sim.subscribe(A, 1, ROOM, Some(&member("5", "five")));
+    sim.subscribe_signed((A, 1), ROOM, Some(&member("5", "five")));
     sim.pump();
     let out = sim.drain();
     assert_eq!(
-        only(&out, B, 2),
+        only(&out, (B, 2)),
         vec![removed(ROOM, "1"), added(ROOM, &member("5", "five"))]
     );
     assert_eq!(
@@ -1901,27 +1480,27 @@ fn resubscribing_as_another_user_is_a_leave_and_a_join_everywhere() {
 // subscriber arriving later sees the new user_info on the same node.
 #[test]
 fn resubscribing_as_the_same_user_updates_user_info_everywhere() {
-    let mut sim = Sim::new(2);
-    sim.connect(A, 1);
-    sim.join(A, 1, ROOM, Some(&member("1", "old")));
+    let mut sim = Sim::cluster(2);
+    sim.connect((A, 1));
+    sim.join((A, 1), ROOM, Some(&member("1", "old")));
     sim.pump();
-    sim.subscribe(A, 1, ROOM, Some(&member("1", "new")));
+    sim.subscribe_signed((A, 1), ROOM, Some(&member("1", "new")));
     sim.pump();
     sim.drain();
 
-    sim.connect(A, 3);
-    sim.subscribe(A, 3, ROOM, Some(&member("3", "C")));
-    sim.connect(B, 2);
-    sim.subscribe(B, 2, ROOM, Some(&member("2", "B")));
+    sim.connect((A, 3));
+    sim.subscribe_signed((A, 3), ROOM, Some(&member("3", "C")));
+    sim.connect((B, 2));
+    sim.subscribe_signed((B, 2), ROOM, Some(&member("2", "B")));
     let out = sim.drain();
     assert_eq!(
-        only(&out, A, 3),
+        only(&out, (A, 3)),
         vec![
             r#"{"event":"pusher_internal:subscription_succeeded","data":"{\"presence\":{\"count\":2,\"ids\":[1,3],\"hash\":{\"1\":{\"name\":\"new\"},\"3\":{\"name\":\"C\"}}}}","channel":"presence-room"}"#
         ]
     );
     assert_eq!(
-        only(&out, B, 2),
+        only(&out, (B, 2)),
         vec![
             r#"{"event":"pusher_internal:subscription_succeeded","data":"{\"presence\":{\"count\":2,\"ids\":[2,1],\"hash\":{\"2\":{\"name\":\"B\"},\"1\":{\"name\":\"new\"}}}}","channel":"presence-room"}"#
         ]
@@ -1930,10 +1509,10 @@ fn resubscribing_as_the_same_user_updates_user_info_everywhere() {
 
 #[test]
 fn a_node_shutting_down_removes_its_members_at_once() {
-    let mut sim = Sim::new(3);
+    let mut sim = Sim::cluster(3);
     observers(&mut sim);
-    sim.connect(B, 21);
-    sim.join(B, 21, ROOM, Some(&member("9", "Nine")));
+    sim.connect((B, 21));
+    sim.join((B, 21), ROOM, Some(&member("9", "Nine")));
     sim.pump();
     sim.drain();
 
@@ -1942,30 +1521,33 @@ fn a_node_shutting_down_removes_its_members_at_once() {
     sim.pump();
     let out = sim.drain();
     for (node, conn) in [(A, 10), (C, 30)] {
-        let mut got = only(&out, node, conn);
+        let mut got = only(&out, (node, conn));
         got.sort();
         assert_eq!(got, vec![removed(ROOM, "200"), removed(ROOM, "9")]);
     }
     for node in [A, C] {
         assert_eq!(sim.connections(node), 2);
-        assert_eq!(sim.info(node, ROOM, &["user_count"]), r#"{"user_count":2}"#);
+        assert_eq!(
+            sim.info_on(node, ROOM, &["user_count"]),
+            r#"{"user_count":2}"#
+        );
     }
     // the process goes; its node entry times out later with nothing to remove
-    sim.peers[B].running = false;
+    sim.nodes[B].running = false;
     sim.advance_to(2 * TIMEOUT);
     assert_eq!(sim.drain(), vec![]);
-    assert_eq!(sim.peers[A].hub.cluster_nodes(), 2);
+    assert_eq!(sim.nodes[A].hub.cluster_nodes(), 2);
 }
 
 #[test]
 fn a_node_that_says_goodbye_is_forgotten_at_once() {
-    let mut sim = Sim::new(3);
+    let mut sim = Sim::cluster(3);
     observers(&mut sim);
-    sim.connect(B, 21);
-    sim.join(B, 21, ROOM, Some(&member("9", "Nine")));
+    sim.connect((B, 21));
+    sim.join((B, 21), ROOM, Some(&member("9", "Nine")));
     sim.pump();
     sim.drain();
-    assert_eq!(sim.peers[A].hub.cluster_nodes(), 3);
+    assert_eq!(sim.nodes[A].hub.cluster_nodes(), 3);
 
     let now = sim.now;
     sim.hub(B).shutdown(now);
@@ -1973,16 +1555,16 @@ fn a_node_that_says_goodbye_is_forgotten_at_once() {
     sim.pump();
     let out = sim.drain();
     for (node, conn) in [(A, 10), (C, 30)] {
-        let mut got = only(&out, node, conn);
+        let mut got = only(&out, (node, conn));
         got.sort();
         // each member leaves once, though both the leave and the goodbye say so
         assert_eq!(got, vec![removed(ROOM, "200"), removed(ROOM, "9")]);
-        assert_eq!(sim.peers[node].hub.cluster_nodes(), 2);
+        assert_eq!(sim.nodes[node].hub.cluster_nodes(), 2);
         assert_eq!(sim.connections(node), 2);
     }
     // nothing is heard from it afterwards, and nothing times out later
     assert!(sim.poll_publish(B).is_none());
-    sim.peers[B].running = false;
+    sim.nodes[B].running = false;
     sim.advance_to(2 * TIMEOUT);
     assert_eq!(sim.drain(), vec![]);
 }
