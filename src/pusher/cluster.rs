@@ -1,14 +1,18 @@
 //! The hub's side of horizontal scaling: what this node tells the others
 //! through Redis, and its view of every other live node. Sans-IO like the rest
-//! of the hub: messages come in as bytes (`remote`), go out as
-//! `Output::Publish` through the hub's `poll_output`, and time is a parameter.
+//! of the hub: messages come in as bytes ([`Hub::remote`]), go out as
+//! [`Output::Publish`] through the hub's `poll_output`, and time is a
+//! parameter. Carrying them over Redis pub/sub, and holding durable ones
+//! through an outage, is the event loop's (`scaling`); what operators can
+//! rely on is revurb-scaling(7).
 //!
-//! The design (README "Scaling"): every node keeps a copy of what each other
-//! node holds — open connections per app, subscribers per channel, presence
-//! members per channel — kept up to date by small messages (`counts`, `join`,
-//! `leave`) and a full `state` when a node (re)joins. Queries (`/channels`,
-//! `/users`, `/connections`, `user_count`) are answered from that copy at
-//! once: there is no scatter-gather and no waiting on other nodes.
+//! # The design
+//!
+//! Every node keeps a copy of what each other node holds (open connections
+//! per app, subscribers per channel, presence members per channel) and
+//! answers the API's queries (`/channels`, `/users`, `/connections`,
+//! `user_count`) from it at once: there is no scatter-gather and no waiting
+//! on other nodes.
 //!
 //! Presence is one set per channel across the cluster: a user is a member
 //! while any node has a connection of theirs in the channel. Every node tells
@@ -16,14 +20,49 @@
 //! cluster and `member_removed` when they stop being one, so each subscriber
 //! hears each change once, whichever nodes the user's connections are on.
 //!
-//! A node heard from within `node_timeout` is alive; heartbeats go out every
-//! quarter of it. A node that falls silent is dropped, and its members leave
-//! (with `member_removed`). While this node's own Redis link is down its view
-//! is frozen; when the link comes back it asks everyone for a full state.
-//!
 //! Events are delivered by the node that received them to its own clients at
-//! once, then published; other nodes deliver to theirs. Each message carries
-//! the sender's `seq`, so one re-sent after a reconnect is delivered once.
+//! once, then published; other nodes deliver to theirs.
+//!
+//! # The protocol
+//!
+//! One JSON message per publish, in the [`envelope`] format (`v`, `node`,
+//! `seq`, `type`). When a node sends each type:
+//!
+//! - `state` (everything it holds, cached events up to 1 MiB): when its link
+//!   comes up, with `reply: true` so every node answers with its own
+//!   `state`; when asked by a `want`; after a reload changed its apps;
+//! - `want {to}`: when it hears from a node it did not know (unless that
+//!   message was the node's `state`);
+//! - `counts`: at most once per loop turn per app (`flush_cluster`), the
+//!   absolute numbers that changed since the last one;
+//! - `join` and `leave`: a user's first connection here joined a presence
+//!   channel, or their last one here left it;
+//! - `event`, `client`, `terminate`: as the API or a client makes them;
+//! - `heartbeat`: every quarter of `node_timeout` while the link is up;
+//! - `bye`: once, when the node shuts down, after its connections closed;
+//! - `restart`: only `revurb restart` sends it.
+//!
+//! Deliveries (`event`, `client`, `terminate`, `restart`) are durable: they
+//! survive an outage in the loop's queue and go out in order once the hub
+//! opens the backlog gate ([`Output::Backlog`]): every node known before the
+//! link came back has spoken since (so it is subscribed again), or
+//! `node_timeout` has passed. Everything else goes now or never, since the
+//! `state` sent on reconnect replaces it. A receiver drops a delivery whose
+//! `seq` it has already seen from that node (one re-sent after a reconnect
+//! that had in fact arrived), also for nodes it dropped lately.
+//!
+//! # Liveness
+//!
+//! A node heard from within `node_timeout` is alive. A node that falls
+//! silent is dropped, and its members leave (with `member_removed`); one that
+//! says `bye` is dropped at once. While this node's own Redis link is down
+//! its view is frozen (nobody is dropped); when the link comes back every
+//! known node gets a fresh `node_timeout` to speak.
+//!
+//! What the channel can make a node remember is bounded: at most
+//! [`MAX_NODES`] nodes, only apps this node has, only valid channel names,
+//! members only of presence channels; anything else is counted in
+//! `bad_messages` and logged in bursts.
 
 pub mod envelope;
 
@@ -41,7 +80,7 @@ use envelope::{AppState as WireApp, Body, CachedEvent, Envelope};
 const BAD_MESSAGE_LOG_BURST: u64 = 10;
 /// Most nodes one cluster may have (a bound on what the channel can make
 /// a node remember).
-const MAX_NODES: usize = 1024;
+pub const MAX_NODES: usize = 1024;
 /// Dropped nodes whose last seq is remembered.
 const RETIRED_NODES: usize = 256;
 /// Bytes of cached events one `state` message carries at most; a node with

@@ -47,7 +47,7 @@
 //! Queries may be called at any time between inputs.
 //!
 //! A connection is a [`ConnId`]: the loop's slot and a generation the loop
-//! bumps when it reuses the slot. The hub ignores input for a generation
+//! changes whenever the slot changes hands. The hub ignores input for a generation
 //! that is not the slot's live one and never emits output for it, and the
 //! loop drops any output whose generation is not its slot's, so a late
 //! output never reaches the next connection in the slot. After a
@@ -97,7 +97,7 @@ pub type AppId = usize;
 pub const MAX_CHANNELS_PER_CONNECTION: usize = 100;
 
 /// The event loop's handle for a connection: the slot of its slab, and a
-/// generation the loop bumps each time it reuses the slot. The hub keeps the
+/// generation the loop changes whenever the slot changes hands. The hub keeps the
 /// generation it was opened with and ignores input for, and never emits
 /// output to, any other, so a late output for a closed connection can never
 /// reach the next connection in its slot.
