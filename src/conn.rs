@@ -1,11 +1,24 @@
-//! One client socket's state: its phase (HTTP, WebSocket, closing), the bytes
-//! read but not yet handled, and a bounded write queue.
+//! One client socket's state: its transport (plain or TLS), its [`Phase`],
+//! the bytes read but not yet handled, and a bounded write queue.
+//!
+//! The phases follow the life the event loop drives (see `event_loop`):
+//! [`Phase::Http`] from [`Conn::new`] (which listener accepted it, the
+//! request deadline) → [`Phase::WebSocket`] after an upgrade (the frame
+//! decoder and the app's message limit; no loop deadline) →
+//! [`Phase::Closing`] from [`Conn::begin_closing`] (the close deadline and
+//! whether the write side is shut, by [`Conn::shut_write_when_closing`]) →
+//! dropped by the loop. Each phase holds only what is valid in it, so a
+//! WebSocket has no request deadline and only a closing connection can
+//! have its write side shut.
 //!
 //! Memory: an idle connection holds no buffers. Bytes are read into the event
 //! loop's shared scratch buffer and handled there; only an incomplete tail is
 //! copied into `pending`, which is freed as soon as it is handled. The write
 //! queue holds shared frames (`Rc<[u8]>`), so a broadcast costs a pointer per
 //! recipient, and is written with one `writev` per turn.
+//!
+//! What it does not do: decide anything about the bytes (parsers, router
+//! and hub do), or know about other connections, timers or the poll.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};

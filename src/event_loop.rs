@@ -1,23 +1,70 @@
-//! The only module that calls mio: one `Poll`, the listener, the client
-//! sockets, signals and timers. It reads bytes, hands them to the HTTP
-//! parser, the WebSocket decoder and the Pusher hub, and carries out what the
-//! hub asks (queue frames, close sockets).
+//! The only module that calls mio: one `Poll`, the listeners, the client
+//! sockets, the Redis sockets (`cluster`, `redis_link`), signals and timers.
+//! It moves bytes and carries out decisions made elsewhere: routing is
+//! [`crate::router`]'s, the Pusher protocol is [`crate::pusher::Hub`]'s, the
+//! publish policy of scaling is [`crate::scaling`]'s, the `restart` command
+//! is [`crate::restart`]'s.
 //!
-//! Rules it keeps:
-//! - accept and read until `WouldBlock`, but give one connection at most
-//!   `READ_BUDGET` bytes per turn; the rest waits for the next turn, so a
-//!   flood from one client cannot starve the others;
-//! - sockets are registered once for read and write; writability is
+//! # The life of a connection
+//!
+//! 1. **Accept.** [`Server::run`]'s loop sees a listener readable;
+//!    `accept` takes sockets until `WouldBlock` and `admit` gives each one
+//!    its TLS session (main listener only), a slot in the `Slab` (which
+//!    names it by a `ConnId`: slot and generation), its token and a request
+//!    deadline. It starts in `Phase::Http`, which records the
+//!    [`Listener`] kind that accepted it.
+//! 2. **HTTP.** `read` fills the shared scratch buffer (at most
+//!    `READ_BUDGET` per turn), `handle_bytes` keeps an incomplete tail in
+//!    `Conn::pending`, and `process` runs `http::parse`. A complete request
+//!    goes to `request`, which asks [`router::route`] and hands the
+//!    [`Action`] to `carry_out`: `respond` queues the bytes and either
+//!    closes or re-arms the request deadline (keep-alive). An unparsable
+//!    request ([`router::refuse`]) or a missed deadline (`expire`,
+//!    [`router::timed_out`]) is answered and closed.
+//! 3. **Upgrade.** `upgrade` queues the `101` handshake, moves the
+//!    connection to `Phase::WebSocket` (no loop deadline: the hub's pings
+//!    and pruning take over) and opens it in the hub (`Hub::open`), which
+//!    answers with `pusher:connection_established` or an error and close.
+//! 4. **WebSocket.** `process` runs the frame decoder and `ws_event` hands
+//!    messages, pings, pongs and closes to the hub. The hub's outputs come
+//!    out of one door, `Hub::poll_output`, which `drain_hub` empties after
+//!    every input: `Send` queues a shared frame (`queue`), `Close` starts
+//!    closing (`close_ws`), the cluster's outputs go to `cluster::Scaling`.
+//!    `flush_dirty` writes every connection with queued bytes once per turn.
+//! 5. **Closing.** `close_ws` queues a close frame; `begin_close` moves the
+//!    connection to `Phase::Closing` with a close deadline. Once its queue
+//!    is flushed the write side is shut (`Conn::shut_write_when_closing`);
+//!    input is read and discarded until EOF.
+//! 6. **Dropped.** EOF, a socket error or the close deadline (`expire`)
+//!    lead to `drop_conn`: deregister, remove from the slab (the slot's
+//!    generation moves on) and tell the hub (`Hub::close`). Every id still
+//!    held elsewhere (a timer, the dirty list, the hub's queued output) is
+//!    stale from then on and finds nothing.
+//!
+//! # Rules the loop keeps
+//!
+//! - Accept and read until `WouldBlock`, but give one connection at most
+//!   `READ_BUDGET` bytes per turn; the rest waits for the next turn (the
+//!   poll does not sleep meanwhile), so a flood from one client cannot
+//!   starve the others.
+//! - Sockets are registered once for read and write; writability is
 //!   remembered (edge-triggered) and queued output is flushed with one
-//!   `writev` per connection at the end of each turn;
-//! - every incomplete request has a deadline, every close has a deadline,
+//!   `writev` per connection at the end of each turn.
+//! - Every incomplete request has a deadline, every close has a deadline,
 //!   and a client whose write queue passes the limit is dropped with 4100.
+//! - Deadlines are data: `timers` holds (when, `ConnId`) and an entry that
+//!   does not match the connection's current phase deadline is skipped;
+//!   the poll timeout is the earliest of the loop's, the hub's and the
+//!   Redis links' deadlines.
+//! - Shutdown (SIGTERM, SIGINT, or a restart over Redis): stop accepting,
+//!   close every WebSocket with 4200 and every HTTP connection, and exit
+//!   once they are gone or `SHUTDOWN_GRACE_MS` has passed. SIGHUP re-reads
+//!   the apps (`reload`).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, TcpStream};
@@ -32,10 +79,10 @@ use crate::http::{self, Parse, Request};
 use crate::metrics::Metrics;
 use crate::pusher::{ConnId, Hub, Output, PusherError};
 use crate::router::{self, Action, Listener};
-use crate::scaling;
 use crate::websocket::{self, Event, Step};
 use crate::{log_debug, log_error, log_info, log_warn};
 
+mod cluster;
 mod redis_link;
 mod slab;
 
@@ -84,20 +131,7 @@ pub struct Server {
     start: Instant,
     accept_paused_until: Option<u64>,
     shutting_down: Option<u64>,
-    scaling: Option<Scaling>,
-}
-
-/// The Redis side of horizontal scaling: the two links (sockets) and the
-/// publish policy they serve.
-struct Scaling {
-    sub: redis_link::Link,
-    publ: redis_link::Link,
-    policy: scaling::Policy,
-    /// The hub's publishes (payload, durable), handed to the policy at the
-    /// next `redis_turn`.
-    publishes: VecDeque<(Rc<[u8]>, bool)>,
-    /// The hub asked for a restart (`Output::Restart`).
-    restart: bool,
+    scaling: Option<cluster::Scaling>,
 }
 
 /// Bind the listeners and build the server; the caller prints the address.
@@ -117,31 +151,10 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
         .register(&mut signals, SIGNALS, Interest::READABLE)?;
     let metrics_listener = match cfg.metrics {
         None => None,
-        Some(addr) => {
-            // The service matters more than its metrics: a taken metrics
-            // port is logged, not fatal (an old instance may still hold it).
-            match TcpListener::bind(addr) {
-                Ok(mut l) => {
-                    poll.registry()
-                        .register(&mut l, METRICS, Interest::READABLE)?;
-                    Some(l)
-                }
-                Err(e) => {
-                    log_error!(
-                        "cannot listen for metrics on {addr}: {e}; metrics are off (--metrics-port 0 turns them off quietly)"
-                    );
-                    None
-                }
-            }
-        }
+        Some(addr) => bind_metrics(addr, &poll)?,
     };
     if let Some(p) = &cfg.pid_file {
-        std::fs::write(p, format!("{}\n", std::process::id())).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot write pid file {}: {e}", p.display()),
-            )
-        })?;
+        write_pid_file(p)?;
     }
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -151,40 +164,7 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
     let mut hub = Hub::new(cfg.apps.clone(), seed, cfg.debug);
     let scaling = match &cfg.scaling {
         None => None,
-        Some(sc) => {
-            let tls = if sc.redis.tls {
-                Some(crate::tls::client_config().map_err(io::Error::other)?)
-            } else {
-                None
-            };
-            let node = format!("{:016x}", crate::pusher::splitmix64(&mut seed.clone()));
-            log_info!(
-                "scaling: node {node}, Redis {}, channel {:?}",
-                sc.redis,
-                sc.channel
-            );
-            hub.enable_cluster(node, sc.node_timeout_ms);
-            use crate::redis::client::Role;
-            Some(Scaling {
-                sub: redis_link::Link::new(
-                    Role::Subscriber,
-                    REDIS_SUB,
-                    &sc.redis,
-                    &sc.channel,
-                    tls.clone(),
-                ),
-                publ: redis_link::Link::new(
-                    Role::Publisher,
-                    REDIS_PUB,
-                    &sc.redis,
-                    &sc.channel,
-                    tls,
-                ),
-                policy: scaling::Policy::new(sc.queue_limit),
-                publishes: VecDeque::new(),
-                restart: false,
-            })
-        }
+        Some(sc) => Some(cluster::Scaling::start(sc, seed, &mut hub)?),
     };
     Ok(Server {
         scaling,
@@ -205,6 +185,33 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
         start: Instant::now(),
         accept_paused_until: None,
         shutting_down: None,
+    })
+}
+
+/// The metrics listener. The service matters more than its metrics: a
+/// taken metrics port is logged, not fatal (an old instance may still hold it).
+fn bind_metrics(addr: SocketAddr, poll: &Poll) -> io::Result<Option<TcpListener>> {
+    match TcpListener::bind(addr) {
+        Ok(mut l) => {
+            poll.registry()
+                .register(&mut l, METRICS, Interest::READABLE)?;
+            Ok(Some(l))
+        }
+        Err(e) => {
+            log_error!(
+                "cannot listen for metrics on {addr}: {e}; metrics are off (--metrics-port 0 turns them off quietly)"
+            );
+            Ok(None)
+        }
+    }
+}
+
+fn write_pid_file(p: &std::path::Path) -> io::Result<()> {
+    std::fs::write(p, format!("{}\n", std::process::id())).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot write pid file {}: {e}", p.display()),
+        )
     })
 }
 
@@ -297,7 +304,7 @@ impl Server {
             || self
                 .scaling
                 .as_ref()
-                .is_some_and(|sc| sc.sub.more_to_read || sc.publ.more_to_read)
+                .is_some_and(cluster::Scaling::more_to_read)
         {
             return Some(Duration::ZERO);
         }
@@ -307,12 +314,7 @@ impl Server {
             self.hub.poll_timeout(),
             self.accept_paused_until,
             self.shutting_down.map(|s| s + SHUTDOWN_GRACE_MS),
-            self.scaling.as_ref().map(|sc| {
-                sc.sub
-                    .client
-                    .poll_timeout()
-                    .min(sc.publ.client.poll_timeout())
-            }),
+            self.scaling.as_ref().map(cluster::Scaling::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -453,77 +455,6 @@ impl Server {
             for id in http {
                 self.begin_close(id, now);
             }
-        }
-    }
-
-    // ---- Redis (scaling) ------------------------------------------------------
-
-    /// Readiness on a Redis socket: move bytes and hand messages to the hub.
-    fn redis_ready(&mut self, now: u64, token: Token, readable: bool, writable: bool) {
-        let Some(sc) = self.scaling.as_mut() else {
-            return;
-        };
-        let registry = self.poll.registry();
-        let link = if token == REDIS_SUB {
-            &mut sc.sub
-        } else {
-            &mut sc.publ
-        };
-        let back = link.ready(now, readable, writable, registry);
-        sc.policy.requeue(back);
-        redis_events(sc, &mut self.hub, &mut self.metrics, now);
-    }
-
-    /// Once per loop turn: connect and time out, follow the link state,
-    /// hand the hub's publishes to the policy, write.
-    fn redis_turn(&mut self, now: u64) {
-        let Some(sc) = self.scaling.as_mut() else {
-            return;
-        };
-        let registry = self.poll.registry();
-        if sc.sub.more_to_read {
-            sc.sub.ready(now, true, false, registry); // nothing to re-send
-        }
-        if sc.publ.more_to_read {
-            let back = sc.publ.ready(now, true, false, registry);
-            sc.policy.requeue(back);
-        }
-        let back = sc.sub.tick(now, registry);
-        sc.policy.requeue(back);
-        let back = sc.publ.tick(now, registry);
-        sc.policy.requeue(back);
-        redis_events(sc, &mut self.hub, &mut self.metrics, now);
-        let ready = (sc.sub.client.is_ready(), sc.publ.client.is_ready());
-        if let Some(up) = sc.policy.links(ready.0, ready.1) {
-            self.hub.cluster_link(now, up);
-        }
-        self.hub.flush_cluster();
-        // the link change and the flush may have moved the backlog gate and
-        // queued publishes: take them from the hub before the policy decides
-        self.drain_hub();
-        let Some(sc) = self.scaling.as_mut() else {
-            return;
-        };
-        while let Some((payload, durable)) = sc.publishes.pop_front() {
-            sc.policy
-                .publish(now, &mut sc.publ.client, payload, durable);
-        }
-        sc.policy.drain(now, &mut sc.publ.client);
-        let registry = self.poll.registry();
-        let back = sc.publ.flush(now, registry);
-        sc.policy.requeue(back);
-        let back = sc.sub.flush(now, registry);
-        sc.policy.requeue(back);
-        self.metrics.redis_published = sc.policy.published;
-        self.metrics.redis_dropped = sc.policy.dropped;
-        self.metrics.redis_queued = sc.policy.queued() as u64;
-        self.metrics.redis_up = sc.policy.is_up();
-        self.metrics.redis_reconnects = sc.sub.reconnects + sc.publ.reconnects;
-        if std::mem::take(&mut sc.restart) {
-            log_warn!(
-                "restart signal received over Redis: closing every connection with 4200 and stopping"
-            );
-            self.begin_shutdown();
         }
     }
 
@@ -818,20 +749,11 @@ impl Server {
                     let now = self.now();
                     self.close_ws(id, err.code(), err.message(), now);
                 }
-                // Publishing is redis_turn's: the policy takes them there.
-                Output::Publish { payload, durable } => {
+                // The cluster's outputs go to the publish policy.
+                out @ (Output::Publish { .. } | Output::Backlog { .. } | Output::Restart) => {
+                    let now = self.now();
                     if let Some(sc) = self.scaling.as_mut() {
-                        sc.publishes.push_back((payload, durable));
-                    }
-                }
-                Output::Backlog { open } => {
-                    if let Some(sc) = self.scaling.as_mut() {
-                        sc.policy.backlog(open);
-                    }
-                }
-                Output::Restart => {
-                    if let Some(sc) = self.scaling.as_mut() {
-                        sc.restart = true;
+                        sc.output(now, out);
                     }
                 }
             }
@@ -903,18 +825,6 @@ impl Server {
             self.drain_hub();
         }
     }
-}
-
-/// Messages from the subscriber go to the hub; the publisher's events
-/// (readiness, acknowledgements) need nothing more.
-fn redis_events(sc: &mut Scaling, hub: &mut Hub, metrics: &mut Metrics, now: u64) {
-    while let Some(e) = sc.sub.poll_event(now) {
-        if let crate::redis::client::Event::Message(payload) = e {
-            metrics.redis_received += 1;
-            hub.remote(now, &payload);
-        }
-    }
-    while sc.publ.poll_event(now).is_some() {}
 }
 
 /// Write the start line to stdout and flush it, so a supervisor or a test

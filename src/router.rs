@@ -2,7 +2,8 @@
 //!
 //! The event loop parses a request off a connection in the HTTP phase
 //! (`event_loop::Server::process`) and calls [`route`] with the kind of
-//! listener that accepted the connection, the server's path prefix and the
+//! listener that accepted the connection (kept in `conn::Phase::Http`),
+//! the server's path prefix and the
 //! state an answer may need (the hub and the metrics for the API and for
 //! `/metrics`, the two clocks). It then carries out the action and nothing
 //! else: queue the bytes and close or wait for the next request

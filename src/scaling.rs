@@ -2,11 +2,13 @@
 //! published to the other nodes, and when it goes to the Redis publisher.
 //!
 //! The event loop owns the two Redis sockets (`event_loop::redis_link`) and
-//! the [`Client`] state machines inside them; it hands this module the hub's
-//! publishes ([`Policy::publish`]), the hub's backlog gate
-//! ([`Policy::backlog`]), the links' readiness ([`Policy::links`]) and what a
-//! failed publisher had not had acknowledged ([`Policy::requeue`]), and once
-//! per turn lets it send what waited ([`Policy::drain`]). It does not read or
+//! the [`Client`] state machines inside them. Its Redis part
+//! (`event_loop::cluster`) hands this module the hub's publishes
+//! (`Output::Publish` → [`Policy::publish`], as they leave the hub), the
+//! hub's backlog gate (`Output::Backlog` → [`Policy::backlog`]), the links'
+//! readiness ([`Policy::links`], whose changes go back to the hub) and what
+//! a failed publisher had not had acknowledged ([`Policy::requeue`]), and
+//! once per turn lets it send what waited ([`Policy::drain`]). It does not read or
 //! write sockets, look at the clock, or decode what the other nodes say
 //! (that is the hub's cluster part).
 //!
