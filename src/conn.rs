@@ -227,11 +227,6 @@ impl Conn {
         }
     }
 
-    /// True when rustls holds bytes that must reach the socket.
-    pub fn tls_wants_write(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.wants_write())
-    }
-
     /// Queue a TLS close_notify (before the write side is shut).
     fn tls_close_notify(&mut self) {
         if let Some(tls) = self.tls.as_mut() {

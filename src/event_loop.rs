@@ -239,6 +239,7 @@ impl Server {
         result
     }
 
+    /// One turn per wake-up: readiness, then the work every turn does.
     fn run_loop(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
@@ -250,53 +251,65 @@ impl Server {
                 return Err(e);
             }
             for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept(Listener::Main),
-                    METRICS => self.accept(Listener::Metrics),
-                    SIGNALS => self.signal(),
-                    REDIS_PUB | REDIS_SUB => {
-                        let now = self.now();
-                        self.redis_ready(
-                            now,
-                            event.token(),
-                            event.is_readable() || event.is_read_closed() || event.is_error(),
-                            event.is_writable(),
-                        );
-                    }
-                    Token(t) => {
-                        let Some(id) = self.conns.id_at(t - FIRST_CONN) else {
-                            continue; // dropped earlier in this batch
-                        };
-                        if event.is_writable()
-                            && let Some(c) = self.conn_mut(id)
-                        {
-                            c.writable = true;
-                            self.mark_dirty(id);
-                        }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(id);
-                        }
-                    }
+                self.ready(event);
+            }
+            if self.turn() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One readiness event: whose token it is decides who moves the bytes.
+    fn ready(&mut self, event: &mio::event::Event) {
+        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        match event.token() {
+            LISTENER => self.accept(Listener::Main),
+            METRICS => self.accept(Listener::Metrics),
+            SIGNALS => self.signal(),
+            token @ (REDIS_PUB | REDIS_SUB) => {
+                let now = self.now();
+                self.redis_ready(now, token, readable, event.is_writable());
+            }
+            Token(t) => {
+                let Some(id) = self.conns.id_at(t - FIRST_CONN) else {
+                    return; // dropped earlier in this batch
+                };
+                if event.is_writable()
+                    && let Some(c) = self.conn_mut(id)
+                {
+                    c.writable = true;
+                    self.mark_dirty(id);
                 }
-            }
-            for id in std::mem::take(&mut self.more_to_read) {
-                self.read(id);
-            }
-            let now = self.now();
-            self.expire(now);
-            self.hub.handle_timeout(now);
-            self.drain_hub();
-            self.redis_turn(now);
-            self.drain_hub();
-            self.flush_dirty();
-            if let Some(since) = self.shutting_down {
-                let open = self.conns.len();
-                if open == 0 || now >= since + SHUTDOWN_GRACE_MS {
-                    log_info!("shutdown complete ({open} connections still open were dropped)");
-                    return Ok(());
+                if readable {
+                    self.read(id);
                 }
             }
         }
+    }
+
+    /// The end of every turn: what the read budget left, deadlines, the
+    /// hub's timers, Redis, then one flush per dirty connection. Returns
+    /// true when a shutdown is complete.
+    fn turn(&mut self) -> bool {
+        for id in std::mem::take(&mut self.more_to_read) {
+            self.read(id);
+        }
+        let now = self.now();
+        self.expire(now);
+        self.hub.handle_timeout(now);
+        self.drain_hub();
+        self.redis_turn(now);
+        self.drain_hub();
+        self.flush_dirty();
+        let Some(since) = self.shutting_down else {
+            return false;
+        };
+        let open = self.conns.len();
+        if open == 0 || now >= since + SHUTDOWN_GRACE_MS {
+            log_info!("shutdown complete ({open} connections still open were dropped)");
+            return true;
+        }
+        false
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
