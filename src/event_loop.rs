@@ -462,8 +462,11 @@ impl Server {
             self.hub.cluster_goodbye(now);
             self.drain_hub();
             // HTTP connections are simply closed.
-            let http: Vec<ConnId> = (self.conns.ids())
-                .filter(|&id| matches!(self.conns.get(id), Some(c) if matches!(c.phase, Phase::Http { .. })))
+            let http: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| matches!(c.phase, Phase::Http { .. }))
+                .map(|(id, _)| id)
                 .collect();
             for id in http {
                 self.begin_close(id, now);
@@ -625,16 +628,7 @@ impl Server {
             Event::Close(code, _reason) => {
                 // Echo the close (RFC 6455 5.5.1) and forget the connection.
                 self.hub.close(now, id);
-                let code = match code {
-                    Some(c)
-                        if (1000..5000).contains(&c) && ![1004, 1005, 1006, 1015].contains(&c) =>
-                    {
-                        c
-                    }
-                    Some(_) => websocket::close_code::PROTOCOL_ERROR,
-                    None => websocket::close_code::NORMAL,
-                };
-                self.close_ws(id, code, "", now);
+                self.close_ws(id, websocket::close_reply_code(code), "", now);
             }
         }
         self.drain_hub();

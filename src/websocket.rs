@@ -279,6 +279,18 @@ pub fn text_frame(payload: &[u8]) -> Vec<u8> {
     frame(OpCode::Data(Data::Text), payload)
 }
 
+/// The code to echo in reply to a client's close frame (RFC 6455 5.5.1):
+/// its own code when it may be sent on the wire, 1002 for one that may not
+/// (below 1000, 5000 and up, or 1004, 1005, 1006, 1015: RFC 6455 7.4.1),
+/// 1000 when it sent none.
+pub fn close_reply_code(code: Option<u16>) -> u16 {
+    match code {
+        Some(c) if (1000..5000).contains(&c) && ![1004, 1005, 1006, 1015].contains(&c) => c,
+        Some(_) => close_code::PROTOCOL_ERROR,
+        None => close_code::NORMAL,
+    }
+}
+
 /// A close frame with a code and a reason (the reason is cut to fit 123 bytes).
 pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
     let mut end = reason.len().min(123);
@@ -345,6 +357,25 @@ pub mod client {
 mod tests {
     use super::client;
     use super::*;
+
+    #[test]
+    fn close_reply_code_echoes_only_codes_allowed_on_the_wire() {
+        for (sent, echoed) in [
+            (None, 1000),
+            (Some(1000), 1000),
+            (Some(1001), 1001),
+            (Some(4000), 4000),
+            (Some(4999), 4999),
+            (Some(999), 1002),
+            (Some(5000), 1002),
+            (Some(1004), 1002),
+            (Some(1005), 1002),
+            (Some(1006), 1002),
+            (Some(1015), 1002),
+        ] {
+            assert_eq!(close_reply_code(sent), echoed, "{sent:?}");
+        }
+    }
 
     /// Feed `input` split at `cut` (as two reads) through a decoder the way the
     /// connection does, collecting owned events.

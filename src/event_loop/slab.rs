@@ -98,12 +98,12 @@ impl<T> Slab<T> {
         Some(ConnId::new(slot as u32, s.generation))
     }
 
-    /// The ids of every value, in slot order.
-    pub fn ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+    /// Every value with its id, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (ConnId, &T)> + '_ {
         self.slots.iter().enumerate().filter_map(|(i, s)| {
             s.value
                 .as_ref()
-                .map(|_| ConnId::new(i as u32, s.generation))
+                .map(|v| (ConnId::new(i as u32, s.generation), v))
         })
     }
 
@@ -162,13 +162,13 @@ mod tests {
     }
 
     #[test]
-    fn ids_lists_the_live_values() {
+    fn iter_lists_the_live_values() {
         let mut slab = Slab::default();
         let a = insert(&mut slab, "a");
         let b = insert(&mut slab, "b");
         let c = insert(&mut slab, "c");
         slab.remove(b);
-        assert_eq!(slab.ids().collect::<Vec<_>>(), [a, c]);
+        assert_eq!(slab.iter().collect::<Vec<_>>(), [(a, &"a"), (c, &"c")]);
         assert_eq!(slab.len(), 2);
     }
 }
