@@ -365,3 +365,21 @@ fn refused_and_timed_out_requests_close() {
         "{t}"
     );
 }
+
+#[test]
+fn api_paths_without_the_app_prefix_reach_the_api() {
+    // The Python SDK posts terminate_connections without /apps/{id}; the
+    // router must hand it to the API (which finds the app by auth_key),
+    // behind the server's prefix like every API path.
+    let mut w = World::new();
+    w.prefix = "/ws";
+    let path = "/users/42/terminate_connections";
+    let query = crate::auth::sign_api_request("POST", path, &[], b"", KEY, SECRET, NOW_UNIX);
+    let raw = format!("POST /ws{path}?{query} HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    let (code, _, t) = w.respond(&raw);
+    assert_eq!(code, 200, "{t}");
+    assert_eq!(
+        w.metrics.http_requests.get(&("terminate_connections", 200)),
+        Some(&1)
+    );
+}
