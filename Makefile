@@ -29,6 +29,7 @@ interop:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 
 static:
 	rustup target add $(MUSL_TARGET)

@@ -79,10 +79,10 @@ fn split_key_prefixed<'a>(app_key: &str, auth: &'a str) -> Option<&'a str> {
 // WebSocket auth
 // ---------------------------------------------------------------------------------------------
 
-/// Private/presence channel auth. `auth` is "<key>:<hex hmac>"; the part before the FIRST ':'
+/// Private/presence channel auth. `auth` is `"<key>:<hex hmac>"`; the part before the FIRST ':'
 /// must equal app_key (port decision), the rest is compared in constant time with
-/// HMAC(secret, "<socket_id>:<channel>") or, when channel_data is Some and non-empty,
-/// "<socket_id>:<channel>:<channel_data>" using the raw channel_data string.
+/// `HMAC(secret, "<socket_id>:<channel>")` or, when channel_data is Some and non-empty,
+/// `"<socket_id>:<channel>:<channel_data>"` using the raw channel_data string.
 /// None/empty/no-colon auth -> false.
 pub fn verify_channel_auth(
     app_key: &str,
@@ -355,8 +355,8 @@ pub enum ApiAuthError {
     UnknownAuthKey,
     /// auth_timestamp missing or not an integer -> 401 "Missing or invalid auth_timestamp."
     BadTimestamp,
-    /// |now - auth_timestamp| > 600 -> 401 "Timestamp expired: Given timestamp (<ts>) not
-    /// within 600s of server time (<now>), <n>s off."
+    /// |now - auth_timestamp| > 600 -> 401 `"Timestamp expired: Given timestamp (<ts>) not
+    /// within 600s of server time (<now>), <n>s off."`
     TimestampExpired { given: i64, now: i64 },
     /// signature missing or wrong -> 401 "Authentication signature invalid."
     BadSignature,
@@ -490,7 +490,7 @@ pub fn verify_api_request(
 
 /// The client side of the same computation, used by tests and by our load generator:
 /// returns the full query string
-/// "auth_key=..&auth_timestamp=..&auth_version=1.0[&body_md5=..][&extra..]&auth_signature=.."
+/// `"auth_key=..&auth_timestamp=..&auth_version=1.0[&body_md5=..][&extra..]&auth_signature=.."`
 /// (the `extra` params, percent-encoded, are included in the signature) for a request.
 ///
 /// The signature is computed from the query string exactly as [`verify_api_request`] will parse

@@ -185,38 +185,10 @@ pub fn parse(buf: &[u8], max_request_size: usize) -> Parse {
         return Parse::Error(HttpError::BadRequest("incomplete request line"));
     };
 
-    let mut headers = Vec::with_capacity(req.headers.len());
-    let mut content_length: Option<usize> = None;
-    let mut transfer_encoding = false;
-    for h in req.headers.iter() {
-        let name = h.name.to_ascii_lowercase();
-        let value = String::from_utf8_lossy(h.value)
-            .trim_matches([' ', '\t'])
-            .to_owned();
-        match name.as_str() {
-            "transfer-encoding" => transfer_encoding = true,
-            "content-length" => {
-                let n = match parse_content_length(&value) {
-                    Ok(n) => n,
-                    Err(e) => return Parse::Error(e),
-                };
-                match content_length {
-                    Some(prev) if prev != n => {
-                        return Parse::Error(HttpError::BadRequest(
-                            "conflicting Content-Length headers",
-                        ));
-                    }
-                    _ => content_length = Some(n),
-                }
-            }
-            _ => {}
-        }
-        headers.push((name, value));
-    }
-
-    if transfer_encoding {
-        return Parse::Error(HttpError::LengthRequired);
-    }
+    let (headers, content_length) = match read_headers(req.headers) {
+        Ok(h) => h,
+        Err(e) => return Parse::Error(e),
+    };
 
     let body_len = content_length.unwrap_or(0);
     let total = match head_len.checked_add(body_len) {
@@ -243,6 +215,40 @@ pub fn parse(buf: &[u8], max_request_size: usize) -> Parse {
         },
         total,
     )
+}
+
+/// A request's headers: lower-cased names, trimmed values, in order.
+type Headers = Vec<(String, String)>;
+
+/// Owned, lower-cased headers with trimmed values, and the body length they
+/// announce. Any `Transfer-Encoding` is refused (411: we read no chunked
+/// bodies); repeated `Content-Length` headers must agree.
+fn read_headers(raw: &[httparse::Header<'_>]) -> Result<(Headers, Option<usize>), HttpError> {
+    let mut headers = Vec::with_capacity(raw.len());
+    let mut content_length: Option<usize> = None;
+    let mut transfer_encoding = false;
+    for h in raw {
+        let name = h.name.to_ascii_lowercase();
+        let value = String::from_utf8_lossy(h.value)
+            .trim_matches([' ', '\t'])
+            .to_owned();
+        match name.as_str() {
+            "transfer-encoding" => transfer_encoding = true,
+            "content-length" => {
+                let n = parse_content_length(&value)?;
+                if content_length.is_some_and(|prev| prev != n) {
+                    return Err(HttpError::BadRequest("conflicting Content-Length headers"));
+                }
+                content_length = Some(n);
+            }
+            _ => {}
+        }
+        headers.push((name, value));
+    }
+    if transfer_encoding {
+        return Err(HttpError::LengthRequired);
+    }
+    Ok((headers, content_length))
 }
 
 /// Parse a `Content-Length` value: one or more ASCII digits, nothing else.
@@ -453,6 +459,8 @@ mod tests {
         expected: Vec<Request>,
     }
 
+    /// Every fixture, one literal per case: a table of data, long because
+    /// each case is spelled out rather than built by code.
     fn fixtures() -> Vec<Fixture> {
         let get = Fixture {
             raw:
