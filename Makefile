@@ -6,7 +6,7 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 # The development app `make run` serves (pusher-js: key app-key, host 127.0.0.1, port 8080).
 DEV_ENV := REVERB_APP_ID=app-id REVERB_APP_KEY=app-key REVERB_APP_SECRET=app-secret
 
-.PHONY: build run test unit interop lint static install clean bench
+.PHONY: build run test unit interop lint static install clean bench bench-instructions
 
 build:
 	$(CARGO) build --release
@@ -71,7 +71,8 @@ bench:
 	@{ echo "# revurb benchmark results"; echo; \
 	  echo "Written by \`make bench\` on $$(date -u +%Y-%m-%d) ($$(nproc) CPUs, $$(uname -sr)); one JSON line per run in benches/results.jsonl."; \
 	  echo "Server: \`revurb start\` with the dev app, spawned by the generator; \`--server-cpu 0 --cpu 1\` pin the server (taskset) and the generator to one CPU each."; \
-	  echo; ./target/release/loadgen table < benches/results.jsonl; } > benches/RESULTS.md
+	  echo; ./target/release/loadgen table < benches/results.jsonl; \
+	  if [ -f benches/instructions.md ]; then echo; cat benches/instructions.md; fi; } > benches/RESULTS.md
 	@cat benches/RESULTS.md
 
 # Cross-node fanout over Redis (needs redis-server): 3 nodes, subscribers on nodes 2-3,
@@ -79,3 +80,10 @@ bench:
 bench-cluster:
 	$(CARGO) build --release --workspace
 	./target/release/loadgen cluster --spawn ./target/release/revurb --nodes 3 --n 1000 --channels 10 --rate 200 --duration 10
+
+# Instructions per unit of work under callgrind, old binary against new (needs valgrind):
+# make bench-instructions OLD=/path/to/old/revurb; writes benches/instructions.md,
+# which `make bench` appends to benches/RESULTS.md.
+bench-instructions:
+	$(CARGO) build --release --workspace
+	benches/instructions.sh $(OLD) ./target/release/revurb ./target/release/loadgen
