@@ -604,3 +604,105 @@ fn man_page_log_messages_are_the_ones_the_code_writes() {
         "only {checked} log message parts found in the man pages"
     );
 }
+
+/// The Rust sources of a module path (`pusher`, `event_loop::redis_link`):
+/// its file and every file under its directory.
+fn module_sources(path: &[&str]) -> Option<String> {
+    let mut base = Path::new(ROOT).join("src");
+    for seg in path {
+        base.push(seg);
+    }
+    let mut text = String::new();
+    let file = base.with_extension("rs");
+    if let Ok(t) = std::fs::read_to_string(&file) {
+        text.push_str(&t);
+    }
+    if base.is_dir() {
+        let mut stack = vec![base];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let p = entry.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|e| e == "rs") {
+                    text.push_str(&std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+    }
+    (!text.is_empty()).then_some(text)
+}
+
+/// The crate docs follow one connection naming the function at each step
+/// (`event_loop::Server::accept`, `pusher::Hub::open`, ...): every such path
+/// names a module that exists and an item defined in it, so a rename cannot
+/// leave the map behind.
+#[test]
+fn crate_docs_name_functions_that_exist() {
+    let lib = read("src/lib.rs");
+    let docs: String = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("//!"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut checked = 0;
+    for (i, span) in docs.split('`').enumerate() {
+        let span = span.trim_end_matches("()");
+        let is_path = i % 2 == 1
+            && span.contains("::")
+            && span
+                .split("::")
+                .all(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        if !is_path {
+            continue;
+        }
+        let segs: Vec<&str> = span.split("::").collect();
+        let modules: Vec<&str> = segs
+            .iter()
+            .take_while(|s| s.starts_with(|c: char| c.is_ascii_lowercase()))
+            .copied()
+            .collect();
+        let (modules, items) = if modules.len() == segs.len() {
+            // `a::b::f`: the last lowercase segment is a function, unless it
+            // is a module of its own (`redis::client`).
+            if module_sources(&modules).is_some() {
+                (modules, Vec::new())
+            } else {
+                (
+                    modules[..modules.len() - 1].to_vec(),
+                    vec![*segs.last().unwrap()],
+                )
+            }
+        } else {
+            (modules.clone(), segs[modules.len()..].to_vec())
+        };
+        let source = module_sources(&modules).unwrap_or_else(|| {
+            panic!(
+                "src/lib.rs names `{span}`, but there is no module {}",
+                modules.join("::")
+            )
+        });
+        for item in items {
+            let defined = if item.starts_with(|c: char| c.is_ascii_uppercase()) {
+                ["struct", "enum", "trait", "type"]
+                    .iter()
+                    .any(|kw| source.contains(&format!("{kw} {item}")))
+                    || source.contains(&format!("    {item}("))
+                    || source.contains(&format!("    {item} {{"))
+                    || source.contains(&format!("    {item},"))
+            } else {
+                source.contains(&format!("fn {item}(")) || source.contains(&format!("fn {item}<"))
+            };
+            assert!(
+                defined,
+                "src/lib.rs names `{span}`, but {item} is not defined in {}",
+                modules.join("::")
+            );
+        }
+        checked += 1;
+    }
+    assert!(
+        checked > 20,
+        "only {checked} paths checked in the crate docs"
+    );
+}
