@@ -345,23 +345,93 @@ fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The Laravel `.env` the README's quick start shows, as a file's text.
+fn readme_laravel_env(readme: &str) -> String {
+    let block = readme
+        .split("```ini\n")
+        .find(|b| b.contains("REVERB_APP_ID="))
+        .and_then(|b| b.split("```").next())
+        .expect("README.md shows the Laravel .env");
+    block
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Start `revurb start ARGS` in `dir` with no environment, and return its
+/// first line of standard output (empty if it printed none within 20 s) and
+/// its exit status once killed.
+fn start_line(dir: &Path, args: &[&str]) -> (String, std::process::ExitStatus) {
+    let mut child = Command::new(BIN)
+        .arg("start")
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    (line.trim_end().to_owned(), status)
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The start line the README's quick start shows is what `revurb start`
+/// prints for its `.env` (with free ports in place of 8080 and 9601).
+#[test]
+fn readme_start_line_sample_matches_the_binary() {
+    let readme = read("README.md");
+    let sample = readme
+        .split("$ cd /var/www/app && revurb start\n")
+        .nth(1)
+        .and_then(|b| b.lines().next())
+        .expect("README.md shows the start line of `revurb start`")
+        .trim();
+    let dir = scratch_dir("start-line");
+    std::fs::write(dir.join(".env"), readme_laravel_env(&readme)).unwrap();
+    let metrics = free_port().to_string();
+    let (line, status) = start_line(&dir, &["--port", "0", "--metrics-port", &metrics]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = line
+        .strip_prefix("revurb: listening on 0.0.0.0:")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("unexpected start line {line:?} (status {status:?})"));
+    let expected = sample
+        .replace("0.0.0.0:8080", &format!("0.0.0.0:{port}"))
+        .replace("127.0.0.1:9601", &format!("127.0.0.1:{metrics}"));
+    assert_eq!(
+        line, expected,
+        "the README's start line sample is not what revurb prints"
+    );
+}
+
 /// The `revurb config` sample in the README is what the binary prints for the
 /// Laravel `.env` the quick start shows: every line of the sample appears in
 /// the output (a line ending in `...` as the start of an output line).
 #[test]
 fn readme_config_sample_matches_the_binary() {
     let readme = read("README.md");
-    let env_block = readme
-        .split("```ini\n")
-        .find(|b| b.contains("REVERB_APP_ID="))
-        .and_then(|b| b.split("```").next())
-        .expect("README.md shows the Laravel .env");
-    let env: String = env_block
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let env = readme_laravel_env(&readme);
     let sample = readme
         .split("$ revurb config\n")
         .nth(1)
@@ -416,35 +486,11 @@ fn contrib_example_config_starts_as_shipped() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut child = Command::new(BIN)
-        .args([
-            "start",
-            "--config",
-            &example,
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-        ])
-        .current_dir(&dir)
-        .env_clear()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut line = String::new();
-        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(20));
-    let _ = child.kill();
-    let status = child.wait().unwrap();
+    let (line, status) = start_line(
+        &dir,
+        &["--config", &example, "--port", "0", "--metrics-port", "0"],
+    );
     let _ = std::fs::remove_dir_all(&dir);
-    let line = line.unwrap_or_default();
     assert!(
         line.starts_with("revurb: listening on 127.0.0.1:"),
         "revurb start --config contrib/revurb.example.json did not listen \
