@@ -274,6 +274,20 @@ fn make_install_installs_every_man_page() {
 #[test]
 fn man_page_renders_without_warnings() {
     for page in man_pages() {
+        // groff passes a stray control character (a form feed from an
+        // unescaped `\f` in a generator, say) through without a warning.
+        let text = std::fs::read_to_string(&page).unwrap();
+        if let Some((n, line)) = text
+            .lines()
+            .enumerate()
+            .find(|(_, l)| l.chars().any(|c| c.is_control() && c != '\t'))
+        {
+            panic!(
+                "{}:{}: a control character in {line:?}",
+                page.display(),
+                n + 1
+            );
+        }
         let out = match Command::new("groff")
             .args(["-man", "-ww", "-Tutf8", "-z"])
             .arg(&page)
