@@ -149,6 +149,15 @@ impl Decoder {
             Err(_) => return Err(WsError::Protocol("Invalid frame header")),
         };
         let head_len = cursor.position() as usize;
+        // RFC 6455 5.2: a 64-bit length has its most significant bit clear,
+        // and the length uses the fewest bytes (126 for 126..=65535, 127 only
+        // above). The second byte's low 7 bits say which form was used.
+        match buf[1] & 0x7f {
+            126 if len < 126 => return Err(WsError::Protocol("Non-minimal frame length")),
+            127 if len >> 63 != 0 => return Err(WsError::Protocol("Invalid frame length")),
+            127 if len <= 0xffff => return Err(WsError::Protocol("Non-minimal frame length")),
+            _ => {}
+        }
         if header.rsv1 || header.rsv2 || header.rsv3 {
             return Err(WsError::Protocol("Reserved bits set"));
         }
@@ -162,8 +171,12 @@ impl Decoder {
         if !is_control && (self.fragments.len() as u64).saturating_add(len) > max_message as u64 {
             return Err(WsError::TooBig);
         }
-        let len = len as usize; // bounded by max_message or 125 above
-        let total = head_len + len;
+        // bounded by max_message or 125 above; with a max of usize::MAX a
+        // frame no buffer can hold is simply never complete
+        let len = usize::try_from(len).map_err(|_| WsError::TooBig)?;
+        let Some(total) = head_len.checked_add(len) else {
+            return Err(WsError::TooBig);
+        };
         if buf.len() < total {
             return Ok(Step::Incomplete);
         }
@@ -545,6 +558,71 @@ mod tests {
         assert!(matches!(run(&rsv, 0, 100), Err(WsError::Protocol(_))));
         let reserved = client::frame(OpCode::Data(Data::Reserved(3)), true, b"", [1, 2, 3, 4]);
         assert!(matches!(run(&reserved, 0, 100), Err(WsError::Protocol(_))));
+    }
+
+    /// A client frame header with the given length bytes after the second
+    /// byte's 7-bit length field (`field`), then a mask.
+    fn raw_header(field: u8, len_bytes: &[u8]) -> Vec<u8> {
+        let mut h = vec![0x81, 0x80 | field];
+        h.extend_from_slice(len_bytes);
+        h.extend_from_slice(&[1, 2, 3, 4]);
+        h
+    }
+
+    #[test]
+    fn length_with_top_bit_set_is_1002_not_1009() {
+        // RFC 6455 5.2: the most significant bit of a 64-bit length must be 0
+        let mut head = raw_header(127, &(1u64 << 63 | 5).to_be_bytes());
+        let got = Decoder::default().decode(&mut head, 1 << 20);
+        assert!(matches!(got, Err(WsError::Protocol(_))), "{got:?}");
+        assert_eq!(got.unwrap_err().close_code(), 1002);
+        let mut head = raw_header(127, &u64::MAX.to_be_bytes());
+        let got = Decoder::default().decode(&mut head, usize::MAX);
+        assert!(matches!(got, Err(WsError::Protocol(_))), "{got:?}");
+    }
+
+    #[test]
+    fn non_minimal_length_encodings_are_1002() {
+        // 5 in the 16-bit form, 125 in the 16-bit form, 200 and 65535 in the 64-bit form
+        for (field, bytes) in [
+            (126u8, 5u16.to_be_bytes().to_vec()),
+            (126, 125u16.to_be_bytes().to_vec()),
+            (127, 200u64.to_be_bytes().to_vec()),
+            (127, 65_535u64.to_be_bytes().to_vec()),
+        ] {
+            let mut head = raw_header(field, &bytes);
+            let got = Decoder::default().decode(&mut head, 1 << 20);
+            assert!(
+                matches!(got, Err(WsError::Protocol(_))),
+                "{bytes:?}: {got:?}"
+            );
+        }
+        // the minimal forms at each boundary are accepted (incomplete: no payload yet)
+        for (field, bytes) in [
+            (126u8, 126u16.to_be_bytes().to_vec()),
+            (126, 65_535u16.to_be_bytes().to_vec()),
+            (127, 65_536u64.to_be_bytes().to_vec()),
+        ] {
+            let mut head = raw_header(field, &bytes);
+            let got = Decoder::default().decode(&mut head, 1 << 20);
+            assert_eq!(got, Ok(Step::Incomplete), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn no_limit_does_not_overflow() {
+        // max = usize::MAX: head_len + len overflowed (a panic in debug) for
+        // a length near u64::MAX; now refused
+        let mut head = raw_header(127, &u64::MAX.to_be_bytes());
+        assert!(Decoder::default().decode(&mut head, usize::MAX).is_err());
+        // the largest legal length is never complete, no panic
+        let mut head = raw_header(127, &(u64::MAX >> 1).to_be_bytes());
+        assert_eq!(
+            Decoder::default().decode(&mut head, usize::MAX),
+            Ok(Step::Incomplete)
+        );
+        let got = run(&client::text("hello"), 2, usize::MAX).unwrap();
+        assert_eq!(got, vec![Owned::Text("hello".into())]);
     }
 
     #[test]

@@ -112,6 +112,10 @@ impl Member {
     }
 }
 
+/// The longest presence `user_id` accepted, in characters (Pusher's limit);
+/// a longer one is refused with 4009 "Connection is unauthorized".
+pub const MAX_USER_ID_CHARS: usize = 128;
+
 /// `user_id` as the string identity of a user; `None` unless a string or number.
 pub fn user_key(v: &Value) -> Option<String> {
     match v {

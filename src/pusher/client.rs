@@ -269,7 +269,13 @@ impl Hub {
         let Some((_, Value::Object(cd))) = req.channel_data else {
             return Err(PusherError::Unauthorized);
         };
-        let Some(key) = cd.get("user_id").and_then(channel::user_key) else {
+        // a channel_data without a usable user_id, or with one over Pusher's
+        // 128 characters, is refused as Reverb refuses bad channel_data
+        let Some(key) = cd
+            .get("user_id")
+            .and_then(channel::user_key)
+            .filter(|k| k.chars().count() <= channel::MAX_USER_ID_CHARS)
+        else {
             return Err(PusherError::Unauthorized);
         };
         if let Some(info) = cd.get("user_info")

@@ -830,6 +830,30 @@ fn presence_user_info_size_limit() {
 }
 
 #[test]
+fn presence_user_id_over_128_characters_is_refused() {
+    let mut sim = Sim::new();
+    sim.connect(1);
+    // 129 characters (multi-byte: the limit counts characters, not bytes)
+    let too_long = member(&format!("\"{}\"", "é".repeat(129)), "x");
+    sim.subscribe_presence(1, "presence-a", &too_long);
+    assert_eq!(
+        sim.drain(),
+        vec![o(
+            1,
+            r#"{"event":"pusher:error","data":"{\"code\":4009,\"message\":\"Connection is unauthorized\"}"}"#
+        )]
+    );
+    assert!(sim.is_open(1));
+    assert!(sim.channel_names(0).is_empty());
+    // 128 is fine
+    sim.join(
+        1,
+        "presence-a",
+        Some(&member(&format!("\"{}\"", "é".repeat(128)), "x")),
+    );
+}
+
+#[test]
 fn presence_member_without_user_info_has_null_in_hash_and_keeps_extra_keys() {
     let mut sim = Sim::new();
     sim.connect(1);
