@@ -61,8 +61,6 @@
 //!   once they are gone or `SHUTDOWN_GRACE_MS` has passed. SIGHUP re-reads
 //!   the apps (`reload`).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -85,8 +83,10 @@ use crate::{log_debug, log_error, log_info, log_warn};
 mod cluster;
 mod redis_link;
 mod slab;
+mod timers;
 
 use slab::Slab;
+use timers::Timers;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -121,8 +121,9 @@ pub struct Server {
     /// so an id kept past its connection finds nothing.
     conns: Slab<Conn>,
     /// Loop deadlines: (when, conn); an entry whose connection is gone or
-    /// whose phase deadline is another is stale and skipped.
-    timers: BinaryHeap<Reverse<(u64, ConnId)>>,
+    /// whose phase deadline is another is stale and skipped, and the stale
+    /// ones are compacted away (size bounded by the connections, issue 11).
+    timers: Timers,
     /// Connections with queued output to flush this turn.
     dirty: Vec<ConnId>,
     /// Connections that used their read budget and still have input.
@@ -178,7 +179,7 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
         metrics: Metrics::default(),
         hub,
         conns: Slab::default(),
-        timers: BinaryHeap::new(),
+        timers: Timers::default(),
         dirty: Vec::new(),
         more_to_read: Vec::new(),
         scratch: vec![0; SCRATCH],
@@ -323,7 +324,7 @@ impl Server {
         }
         let now = self.now();
         let mut next = [
-            self.timers.peek().map(|Reverse((t, _))| *t),
+            self.timers.next(),
             self.hub.poll_timeout(),
             self.accept_paused_until,
             self.shutting_down.map(|s| s + SHUTDOWN_GRACE_MS),
@@ -353,7 +354,16 @@ impl Server {
     /// Wake up at `at` to check the connection's phase deadline (which the
     /// caller has set to `at`).
     fn arm_timer(&mut self, id: ConnId, at: u64) {
-        self.timers.push(Reverse((at, id)));
+        let conns = &self.conns;
+        self.timers
+            .arm(id, at, conns.len(), |at, id| is_current(conns, at, id));
+    }
+
+    /// Give back the timer entries of connections that are gone.
+    fn tidy_timers(&mut self) {
+        let conns = &self.conns;
+        self.timers
+            .tidy(conns.len(), |at, id| is_current(conns, at, id));
     }
 
     // ---- accept -------------------------------------------------------------
@@ -650,6 +660,7 @@ impl Server {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
+        self.metrics.timer_entries = self.timers.len() as u64;
         let ctx = router::Ctx {
             prefix: &self.cfg.path,
             draining: self.shutting_down.is_some(),
@@ -685,7 +696,10 @@ impl Server {
             phase: Phase::Http { deadline, .. },
             ..
         }) = self.conn_mut(id)
+            && *deadline != at
         {
+            // pipelined requests answered in the same millisecond share one
+            // entry; a changed deadline makes the old entry stale (issue 11)
             *deadline = at;
             self.arm_timer(id, at);
         }
@@ -804,11 +818,7 @@ impl Server {
     }
 
     fn expire(&mut self, now: u64) {
-        while let Some(&Reverse((at, id))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((at, id)) = self.timers.pop_due(now) {
             let Some(c) = self.conns.get(id) else {
                 continue;
             };
@@ -821,6 +831,7 @@ impl Server {
                 Phase::WebSocket { .. } => {}
             }
         }
+        self.tidy_timers();
     }
 
     /// Forget a socket now (EOF, error, or the close deadline passed).
@@ -830,8 +841,16 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.hub.close(now, id);
             self.drain_hub();
+            self.tidy_timers();
         }
     }
+}
+
+/// Whether a timer entry is still its connection's phase deadline.
+fn is_current(conns: &Slab<Conn>, at: u64, id: ConnId) -> bool {
+    conns
+        .get(id)
+        .is_some_and(|c| c.phase.deadline() == Some(at))
 }
 
 /// Write the start line to stdout and flush it, so a supervisor or a test

@@ -13,6 +13,9 @@ pub struct Metrics {
     /// (endpoint, status) -> count
     pub http_requests: BTreeMap<(&'static str, u16), u64>,
     pub slow_consumers_dropped: u64,
+    /// Entries in the loop's timer heap, stale ones included; bounded by
+    /// the connections (issue 11). Set by the loop before each request.
+    pub timer_entries: u64,
     /// Scaling: both Redis connections up.
     pub redis_up: bool,
     pub redis_published: u64,
@@ -97,6 +100,11 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
+        let _ = writeln!(
+            text,
+            "# HELP revurb_timers Deadlines held by the event loop (at most about two per connection).\n# TYPE revurb_timers gauge\nrevurb_timers {}",
+            self.timer_entries
+        );
     }
 
     /// Channels by type, API requests, and the Pusher errors sent.

@@ -406,3 +406,37 @@ fn chunked_request_gets_411() {
     assert_eq!((r.status, r.text().as_str()), (411, "Length required."));
     assert!(c.closed_within(Duration::from_secs(3)));
 }
+
+/// Issue 11, hole 3: a keep-alive client that pipelines without reading
+/// goes over the write-queue limit and is closed; its close deadline (2 s)
+/// must not be replaced by `request_timeout` (60 s here) by the answer that
+/// crossed the limit. Its writes fail once the server drops it.
+#[test]
+fn a_pipelining_client_that_does_not_read_is_cut_off_at_the_close_deadline() {
+    use std::io::Write;
+    let s = Server::start(
+        &[
+            ("REVERB_WRITE_QUEUE_LIMIT", "1024"),
+            ("REVERB_REQUEST_TIMEOUT", "60"),
+        ],
+        &[],
+    );
+    let mut c = s.http();
+    let batch = b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+    let started = Instant::now();
+    let cut_off = loop {
+        // generous for a loaded machine, far below request_timeout
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still accepting requests after {:?}",
+            started.elapsed()
+        );
+        match c.stream.write_all(&batch) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break started.elapsed(), // EPIPE / ECONNRESET: dropped
+        }
+    };
+    eprintln!("non-reading pipelining client cut off after {cut_off:?}");
+}

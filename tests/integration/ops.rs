@@ -972,3 +972,39 @@ fn revurb_json_in_the_working_directory_is_read_without_config() {
         "{out}"
     );
 }
+
+/// Issue 11: every keep-alive answer re-arms the request deadline; the loop's
+/// timer heap used to keep every old entry until it expired (hundreds of MB
+/// from one pipelining client). Now it holds about one entry per connection.
+#[test]
+fn a_pipelining_keep_alive_client_does_not_grow_the_timer_heap() {
+    let port = free_port();
+    let s = Server::start(&[], &["--metrics-port", &port.to_string()]);
+    let mut m = HttpConn::connect(SocketAddr::from(([127, 0, 0, 1], port)));
+    let gauges = |m: &mut HttpConn| {
+        let samples = parse_metrics(&m.request("GET", "/metrics", &[], b"").text());
+        let get = |k: &str| metric(&samples, k).unwrap_or_else(|| panic!("no {k}"));
+        (get("revurb_timers"), get("process_resident_memory_bytes"))
+    };
+    let (_, rss_before) = gauges(&mut m);
+    let mut c = s.http();
+    let batch = b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n".repeat(500);
+    for _ in 0..40 {
+        c.send_raw(&batch);
+        for i in 0..500 {
+            let r = c
+                .read_response()
+                .unwrap_or_else(|e| panic!("answer {i}: {e}"));
+            assert_eq!(r.status, 200);
+        }
+    }
+    let (timers, rss_after) = gauges(&mut m);
+    eprintln!(
+        "20000 pipelined GET /up: revurb_timers {timers}, RSS {:.1} -> {:.1} MB",
+        rss_before / 1e6,
+        rss_after / 1e6
+    );
+    // two connections (the client and this metrics one) and the slack of
+    // the compaction; before the fix one entry per answer (20 000)
+    assert!(timers <= 100.0, "revurb_timers = {timers}");
+}
