@@ -130,6 +130,17 @@ impl Conn {
         self.out_bytes
     }
 
+    /// Bytes queued behind the message being written: what the write-queue
+    /// limit measures, so one message larger than the limit still goes out
+    /// to a reader that drains it (issue 11).
+    pub fn backlog(&self) -> usize {
+        let front = self
+            .out
+            .front()
+            .map_or(0, |c| c.bytes().len() - self.out_offset);
+        self.out_bytes - front
+    }
+
     pub fn is_closing(&self) -> bool {
         matches!(self.phase, Phase::Closing(_))
     }

@@ -52,6 +52,9 @@
 //!   `writev` per connection at the end of each turn.
 //! - Every incomplete request has a deadline, every close has a deadline,
 //!   and a client whose write queue passes the limit is dropped with 4100.
+//!   The limit is measured after trying to write, on what waits behind the
+//!   message being written (`check_backlog`), so one large message still
+//!   reaches a reader that drains it (issue 11).
 //! - Deadlines are data: `timers` holds (when, `ConnId`) and an entry that
 //!   does not match the connection's current phase deadline is skipped;
 //!   the poll timeout is the earliest of the loop's, the hub's and the
@@ -735,28 +738,46 @@ impl Server {
     // ---- output ---------------------------------------------------------------
 
     fn queue(&mut self, id: ConnId, chunk: Chunk) {
-        let limit = self.cfg.write_queue_limit;
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
         c.push(chunk);
-        let over = c.queued_bytes() > limit && !c.is_closing();
+        let over = c.queued_bytes() > self.cfg.write_queue_limit && !c.is_closing();
         self.mark_dirty(id);
         if over {
-            log_warn!("a client stopped reading: over {limit} bytes queued; closing it with 4100");
-            self.metrics.slow_consumers_dropped += 1;
-            if let Some(c) = self.conn_mut(id) {
-                c.clear_queue();
+            self.check_backlog(id);
+        }
+    }
+
+    /// The queue passed the limit. The limit is for readers that fall
+    /// behind, not for large messages (issue 11: a 600 KiB event or a large
+    /// API answer was never delivered), so write what the socket takes now
+    /// and measure what waits behind the message being written; a reader
+    /// that passes the limit even so is closed with 4100.
+    fn check_backlog(&mut self, id: ConnId) {
+        let limit = self.cfg.write_queue_limit;
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        match c.flush() {
+            Ok((_, written)) => self.metrics.bytes_sent += written as u64,
+            Err(_) => {
+                self.drop_conn(id);
+                return;
             }
-            let now = self.now();
-            if matches!(
-                self.conns.get(id).map(|c| &c.phase),
-                Some(Phase::WebSocket { .. })
-            ) {
-                self.hub.kick(now, id, PusherError::OverCapacity);
-            } else {
-                self.begin_close(id, now);
-            }
+        }
+        if c.backlog() <= limit {
+            return;
+        }
+        log_warn!("a client stopped reading: over {limit} bytes queued; closing it with 4100");
+        self.metrics.slow_consumers_dropped += 1;
+        c.clear_queue();
+        let ws = matches!(c.phase, Phase::WebSocket { .. });
+        let now = self.now();
+        if ws {
+            self.hub.kick(now, id, PusherError::OverCapacity);
+        } else {
+            self.begin_close(id, now);
         }
     }
 

@@ -12,6 +12,7 @@ mod cluster_redis;
 mod cluster_support;
 mod http;
 mod lifecycle;
+mod limits;
 mod ops;
 mod support;
 mod websocket;
