@@ -26,8 +26,10 @@ use std::net::Shutdown;
 use std::rc::Rc;
 
 use mio::net::TcpStream;
+use std::os::fd::AsRawFd;
 
 use crate::router::Listener;
+use crate::sys;
 use crate::websocket::Decoder;
 
 /// Most slices handed to one `writev` call.
@@ -74,6 +76,14 @@ pub struct Closing {
     pub deadline: u64,
     /// The queue was flushed and the write side shut: nothing more is sent.
     pub write_shut: bool,
+    /// The deadline is never moved past this (see [`Conn::extend_close`]).
+    until: u64,
+    /// Bytes handed to the kernel since closing began, plus what its send
+    /// queue held then; less what it still holds, that is what the peer
+    /// has acknowledged since.
+    sent: usize,
+    /// The peer's acknowledged bytes at the last check.
+    acked: usize,
 }
 
 impl Phase {
@@ -147,16 +157,52 @@ impl Conn {
 
     /// Enter the closing phase (unless already in it): what is queued still
     /// goes out, unhandled input is dropped. Returns false if it was closing.
-    pub fn begin_closing(&mut self, deadline: u64) -> bool {
+    pub fn begin_closing(&mut self, deadline: u64, until: u64) -> bool {
         if self.is_closing() {
             return false;
         }
         self.phase = Phase::Closing(Closing {
             deadline,
             write_shut: false,
+            until,
+            sent: sys::unsent_bytes(self.stream.as_raw_fd()).unwrap_or(0),
+            acked: 0,
         });
         self.pending = Vec::new();
         true
+    }
+
+    /// Count bytes written to the socket (for [`Conn::extend_close`]).
+    pub fn note_sent(&mut self, written: usize) {
+        if let Phase::Closing(closing) = &mut self.phase {
+            closing.sent = closing.sent.saturating_add(written);
+        }
+    }
+
+    /// The close deadline has come while our last bytes (the 4100 error and
+    /// close frame of a slow consumer, say) are still queued here behind a
+    /// full kernel buffer. If the peer has acknowledged bytes since the last
+    /// check, it is reading: move the deadline to `next` (at most `until`)
+    /// and return it, so the reason reaches a slow reader (issue 11) while
+    /// one that does not read is still dropped on time. A socket buffer
+    /// cap was the other way; it would limit every client's throughput on
+    /// long links and still leave the client's own receive buffer ahead of
+    /// the reason.
+    pub fn extend_close(&mut self, now: u64, next: u64) -> Option<u64> {
+        let unsent = sys::unsent_bytes(self.stream.as_raw_fd());
+        let Phase::Closing(closing) = &mut self.phase else {
+            return None;
+        };
+        if closing.write_shut || now >= closing.until {
+            return None;
+        }
+        let acked = closing.sent.saturating_sub(unsent?);
+        if acked <= closing.acked {
+            return None;
+        }
+        closing.acked = acked;
+        closing.deadline = next.min(closing.until);
+        Some(closing.deadline)
     }
 
     /// Closing and everything flushed: say goodbye (TLS close_notify) and

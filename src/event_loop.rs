@@ -34,7 +34,10 @@
 //! 5. **Closing.** `close_ws` queues a close frame; `begin_close` moves the
 //!    connection to `Phase::Closing` with a close deadline. Once its queue
 //!    is flushed the write side is shut (`Conn::shut_write_when_closing`);
-//!    input is read and discarded until EOF.
+//!    input is read and discarded until EOF. At the deadline a peer that
+//!    has acknowledged bytes since the last look gets another
+//!    `CLOSE_TIMEOUT_MS`, up to `CLOSE_MAX_MS` (`Conn::extend_close`), so
+//!    a slow reader still gets its 4100 reason (issue 11).
 //! 6. **Dropped.** EOF, a socket error or the close deadline (`expire`)
 //!    lead to `drop_conn`: deregister, remove from the slab (the slot's
 //!    generation moves on) and tell the hub (`Hub::close`). Every id still
@@ -104,6 +107,9 @@ const READ_BUDGET: usize = 256 * 1024;
 const SCRATCH: usize = 64 * 1024;
 /// How long a closing connection may take to say goodbye.
 const CLOSE_TIMEOUT_MS: u64 = 2_000;
+/// The longest a closing connection that keeps reading is kept so that
+/// its last bytes get out (`Conn::extend_close`).
+const CLOSE_MAX_MS: u64 = 30_000;
 /// How long shutdown waits for clients to take their close frames.
 const SHUTDOWN_GRACE_MS: u64 = 2_000;
 /// Pause accepting this long when out of file descriptors.
@@ -814,7 +820,11 @@ impl Server {
     /// until EOF or the close deadline.
     fn begin_close(&mut self, id: ConnId, now: u64) {
         let deadline = now + CLOSE_TIMEOUT_MS;
-        if self.conn_mut(id).is_some_and(|c| c.begin_closing(deadline)) {
+        let until = now + CLOSE_MAX_MS;
+        if self
+            .conn_mut(id)
+            .is_some_and(|c| c.begin_closing(deadline, until))
+        {
             self.arm_timer(id, deadline);
             self.mark_dirty(id);
         }
@@ -829,6 +839,7 @@ impl Server {
             match c.flush() {
                 Ok((empty, written)) => {
                     self.metrics.bytes_sent += written as u64;
+                    c.note_sent(written);
                     if empty {
                         c.shut_write_when_closing();
                     }
@@ -840,14 +851,17 @@ impl Server {
 
     fn expire(&mut self, now: u64) {
         while let Some((at, id)) = self.timers.pop_due(now) {
-            let Some(c) = self.conns.get(id) else {
+            let Some(c) = self.conns.get_mut(id) else {
                 continue;
             };
             if c.phase.deadline() != Some(at) {
                 continue; // a newer deadline or phase replaced this one
             }
             match c.phase {
-                Phase::Closing(_) => self.drop_conn(id),
+                Phase::Closing(_) => match c.extend_close(now, now + CLOSE_TIMEOUT_MS) {
+                    Some(next) => self.arm_timer(id, next),
+                    None => self.drop_conn(id),
+                },
                 Phase::Http { .. } => self.carry_out(id, router::timed_out(), now),
                 Phase::WebSocket { .. } => {}
             }

@@ -1,6 +1,7 @@
 //! The crate's only calls into libc, each with its SAFETY reasoning: raise
-//! the open-files limit at start (`getrlimit`, `setrlimit`) and signal a
-//! running server for `revurb restart` (`kill`). The rest of the crate is
+//! the open-files limit at start (`getrlimit`, `setrlimit`), signal a
+//! running server for `revurb restart` (`kill`), and read how much a
+//! closing socket's kernel buffer still holds (`ioctl(SIOCOUTQ)`). The rest of the crate is
 //! `#![deny(unsafe_code)]`; this module is the one exception, so a reviewer
 //! reads every `unsafe` block here and nowhere else.
 //!
@@ -44,4 +45,24 @@ pub fn signal_process(pid: i32, sig: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Bytes in a TCP socket's send queue that the peer has not acknowledged
+/// yet (Linux `SIOCOUTQ`, spelled `TIOCOUTQ` in libc); `None` on error or
+/// on other systems, where a closing connection is simply not extended.
+#[cfg(target_os = "linux")]
+pub fn unsent_bytes(fd: std::os::fd::RawFd) -> Option<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one c_int into `n`, a valid, aligned local
+    // that outlives the call; an invalid or non-TCP fd only makes it fail.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    if r != 0 {
+        return None;
+    }
+    usize::try_from(n).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn unsent_bytes(_fd: std::os::fd::RawFd) -> Option<usize> {
+    None
 }

@@ -112,3 +112,70 @@ fn a_subscriber_that_does_not_read_large_events_is_still_cut_off() {
     assert!(got < sent, "all {sent} events delivered");
     assert_eq!(mute.recv_close().0, 4100);
 }
+
+/// Issue 11: a slow consumer cut off at its limit saw the stream end
+/// without the reason, because the 4100 error and close frame waited
+/// behind megabytes in the kernel's buffers and the 2 s close deadline
+/// passed before the reader got to them. This one reads, slowly (about
+/// 2 MB/s), and must get both.
+#[test]
+fn a_slow_reader_cut_off_gets_the_4100_error_and_close_frame() {
+    let s = Server::start(
+        &[
+            ("REVERB_WRITE_QUEUE_LIMIT", "65536"),
+            ("REVERB_MAX_REQUEST_SIZE", "1000000"),
+        ],
+        &[],
+    );
+    let (mut slow, _) = s.pusher();
+    slow.subscribe("flood");
+    let reader = std::thread::spawn(move || {
+        let mut events = 0usize;
+        loop {
+            match slow.next(Duration::from_secs(10)) {
+                Ok(Msg::Text(t)) if t.starts_with(r#"{"event":"e"#) => {
+                    events += 1;
+                    // the pace of a slow consumer, not a wait for a condition
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(Msg::Text(t)) => return Ok((events, t, slow.next(Duration::from_secs(10)))),
+                other => return Err(format!("after {events} events: {other:?}")),
+            }
+        }
+    });
+    let data = "d".repeat(10_000);
+    let mut api = s.http();
+    let mut sent = 0usize;
+    let started = std::time::Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not cut off after {sent} events"
+        );
+        let batch: Vec<serde_json::Value> = (sent..sent + 10)
+            .map(|i| json!({ "name": format!("e{i}"), "channel": "flood", "data": data }))
+            .collect();
+        let r = api.signed_post(
+            "/apps/app-id/batch_events",
+            &json!({ "batch": batch }).to_string(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        sent += 10;
+        let r = api.signed_get("/apps/app-id/connections", &[]);
+        if r.json()["connections"] == 0 {
+            break;
+        }
+    }
+    let (events, error, close) = match reader.join() {
+        Ok(Ok(got)) => got,
+        Ok(Err(e)) => panic!("slow reader: {e} ({sent} sent)"),
+        Err(_) => panic!("slow reader panicked"),
+    };
+    eprintln!("slow reader: {events} of {sent} events, then the reason");
+    assert_eq!(error, pusher_error(4100, "Over capacity"));
+    assert!(
+        matches!(close, Ok(Msg::Close(4100, _))),
+        "after the error: {close:?}"
+    );
+    assert!(events < sent);
+}
