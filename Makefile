@@ -6,7 +6,7 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 # The development app `make run` serves (pusher-js: key app-key, host 127.0.0.1, port 8080).
 DEV_ENV := REVERB_APP_ID=app-id REVERB_APP_KEY=app-key REVERB_APP_SECRET=app-secret
 
-.PHONY: build run test unit interop lint static install clean bench bench-instructions
+.PHONY: build run test unit interop lint static install clean bench bench-instructions soak
 
 build:
 	$(CARGO) build --release
@@ -72,7 +72,8 @@ bench:
 	  echo "Written by \`make bench\` on $$(date -u +%Y-%m-%d) ($$(nproc) CPUs, $$(uname -sr)); one JSON line per run in benches/results.jsonl."; \
 	  echo "Server: \`revurb start\` with the dev app, spawned by the generator; \`--server-cpu 0 --cpu 1\` pin the server (taskset) and the generator to one CPU each."; \
 	  echo; ./target/release/loadgen table < benches/results.jsonl; \
-	  if [ -f benches/instructions.md ]; then echo; cat benches/instructions.md; fi; } > benches/RESULTS.md
+	  if [ -f benches/instructions.md ]; then echo; cat benches/instructions.md; fi; \
+	  if [ -f benches/soak.md ]; then echo; cat benches/soak.md; fi; } > benches/RESULTS.md
 	@cat benches/RESULTS.md
 
 # Cross-node fanout over Redis (needs redis-server): 3 nodes, subscribers on nodes 2-3,
@@ -87,3 +88,24 @@ bench-cluster:
 bench-instructions:
 	$(CARGO) build --release --workspace
 	benches/instructions.sh $(OLD) ./target/release/revurb ./target/release/loadgen
+
+# Soak (issue 11): SOAK_DURATION (default 60m) of churning connections (public, private,
+# presence and cache channels, client events, sign-in, clean and abrupt ends) beside steady
+# subscribers receiving a steady publish rate, with the server's RSS and open fds sampled.
+# Writes benches/soak.json (the JSON line) and benches/soak.md (which `make bench` appends
+# to benches/RESULTS.md) and copies soak.md into RESULTS.md now; fails when the run is not ok.
+SOAK_DURATION ?= 60m
+SOAK_ARGS ?= --n 500 --channels 10 --rate 20 --churn 200 --sample 5
+
+soak:
+	$(CARGO) build --release --workspace
+	./target/release/loadgen soak --spawn ./target/release/revurb $(BENCH_PIN) --duration $(SOAK_DURATION) $(SOAK_ARGS) > benches/soak.json
+	@{ echo "## Soak"; echo; \
+	  echo "Written by \`make soak\` on $$(date -u +%Y-%m-%d) ($$(nproc) CPUs, $$(uname -sr)) against a release build of $$(git rev-parse --short HEAD 2>/dev/null || echo '?'); the JSON line is benches/soak.json. Flat: the run is cut in quarters by time, the first one is warm-up, drift = last-quarter mean minus second-quarter mean, and RSS and fds are flat when |drift| is within the bound shown."; \
+	  echo; ./target/release/loadgen soakmd < benches/soak.json; } > benches/soak.md
+	@if [ -f benches/RESULTS.md ]; then \
+	  sed -i '/^## Soak$$/,$$d' benches/RESULTS.md; \
+	  sed -i -e :a -e '/^\n*$$/{$$d;N;ba' -e '}' benches/RESULTS.md; \
+	  { echo; cat benches/soak.md; } >> benches/RESULTS.md; fi
+	@cat benches/soak.md
+	@grep -q '"ok":true' benches/soak.json

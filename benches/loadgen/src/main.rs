@@ -1,7 +1,7 @@
 //! `loadgen`: a single-threaded Pusher-protocol load generator for revurb (issue 5).
 //!
 //! ```text
-//! loadgen <conns|fanout|clientevents|api|slowconsumer> (--url ws://127.0.0.1:PORT | --spawn PATH) [options]
+//! loadgen <conns|fanout|clientevents|api|slowconsumer|soak> (--url ws://127.0.0.1:PORT | --spawn PATH) [options]
 //! loadgen cluster --spawn PATH --nodes N [--redis-server PATH] [options]
 //! ```
 //!
@@ -12,6 +12,7 @@ mod cluster;
 mod engine;
 mod proto;
 mod report;
+mod soak;
 mod stats;
 
 use std::io::Read;
@@ -30,6 +31,7 @@ const USAGE: &str = "\
 usage: loadgen <mode> (--url ws://127.0.0.1:PORT | --spawn PATH_TO_REVURB) [options]
        loadgen cluster --spawn PATH_TO_REVURB [--nodes N] [options]
        loadgen table < results.jsonl   (a markdown table of the JSON lines of runs)
+       loadgen soakmd < soak.json      (soak runs: their row and their samples, thinned)
 
 modes:
   conns         open --n connections at --rate per second, subscribe each to one of
@@ -47,6 +49,15 @@ modes:
                 subscribers on nodes 2..N and the publishes through node 1's HTTP API:
                 every delivery measured crosses Redis (latency, loss, CPU of the nodes
                 and of redis-server)
+  soak          for --duration (e.g. 60m): --n steady subscribers over --channels
+                channels get --rate publishes/s (loss, duplicates), while --churn
+                connections churn (connect, subscribe to public, private, presence and
+                cache channels, client events, sign-in, then a close frame, a dropped
+                socket, a reset, or a drop before subscribing); the server's RSS and
+                open fds are read every --sample seconds. ok: nothing lost and RSS and
+                fds flat after warm-up (run cut in quarters by time, the first one
+                warm-up; drift = last-quarter mean - second-quarter mean;
+                |drift| <= --max-rss-drift-mib and --max-fd-drift)
 
 options:
   --url URL            server to load (loopback only)
@@ -62,7 +73,8 @@ options:
                        fanout/slowconsumer: publishes/s (100); clientevents: events/s (1000)
   --channels C         channels (default 1; conns 10)
   --hold S             conns: seconds to hold the connections (default 5)
-  --duration S         seconds of load (default 10; api 5; slowconsumer: per phase, 5)
+  --duration S         seconds of load (default 10; api 5; slowconsumer: per phase, 5;
+                       soak 60m); a number of seconds, or with s, m or h (90s, 60m, 1h)
   --payload BYTES      size of the data string (default 100)
   --publishers K       HTTP keep-alive connections publishing (default 4)
   --connections K      api: keep-alive connections (default 4)
@@ -73,6 +85,15 @@ options:
   --max-pending N      connections being set up at once (default 500)
   --drain S            seconds to wait for in-flight deliveries (default 5)
   --timeout S          overall deadline (default: computed from the run)
+
+soak options (--n default 500, --channels 10, --rate 20):
+  --churn N            churning connection slots (default 200)
+  --churn-threads T    threads running them, blocking sockets (default 4)
+  --churn-channels C   channels of each kind they join (default 20)
+  --life-min/--life-max S   a churning connection's life once set up (default 5 / 15)
+  --sample S           seconds between RSS/fd samples (default 5)
+  --max-rss-drift-mib M     RSS bound for flat, in MiB (default 2)
+  --max-fd-drift F     open-fd bound for flat (default 10)
 
 cluster options (needs --spawn; every node gets the dev app env as above plus
 REVERB_SCALING_ENABLED=true, REDIS_HOST=127.0.0.1, REDIS_PORT=<port>; --env wins):
@@ -115,16 +136,40 @@ struct Opts {
     redis_server: String,
     form_timeout: f64,
     local_too: bool,
+    churn: usize,
+    churn_threads: usize,
+    churn_channels: usize,
+    life_min: f64,
+    life_max: f64,
+    sample: f64,
+    max_rss_drift_mib: f64,
+    max_fd_drift: f64,
 }
 
-const MODES: [&str; 6] = [
+const MODES: [&str; 7] = [
     "conns",
     "fanout",
     "clientevents",
     "api",
     "slowconsumer",
     "cluster",
+    "soak",
 ];
+
+/// Seconds from `90`, `90s`, `2.5m`, `60m` or `1h`.
+fn parse_secs(flag: &str, v: &str) -> Result<f64, String> {
+    let (num, mult) = match v.as_bytes().last() {
+        Some(b's') => (&v[..v.len() - 1], 1.0),
+        Some(b'm') => (&v[..v.len() - 1], 60.0),
+        Some(b'h') => (&v[..v.len() - 1], 3600.0),
+        _ => (v, 1.0),
+    };
+    num.parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite())
+        .map(|n| n * mult)
+        .ok_or_else(|| format!("{flag}: {v:?} is not a duration (seconds, or 90s, 60m, 1h)"))
+}
 
 fn parse_args(args: &[String]) -> Result<Opts, String> {
     let mode = args.first().ok_or("no mode given")?.clone();
@@ -141,16 +186,26 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         app_id: "app-id".into(),
         app_key: "app-key".into(),
         secret: "app-secret".into(),
-        n: if mode == "api" { 1 } else { 1000 },
+        n: match mode.as_str() {
+            "api" => 1,
+            "soak" => 500,
+            _ => 1000,
+        },
         rate: match mode.as_str() {
             "conns" => 2000.0,
             "clientevents" => 1000.0,
+            "soak" => 20.0,
             _ => 100.0,
         },
-        channels: if mode == "conns" { 10 } else { 1 },
+        channels: if mode == "conns" || mode == "soak" {
+            10
+        } else {
+            1
+        },
         hold: 5.0,
         duration: match mode.as_str() {
             "api" | "slowconsumer" => 5.0,
+            "soak" => 3600.0,
             _ => 10.0,
         },
         payload: 100,
@@ -167,6 +222,14 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         redis_server: "redis-server".into(),
         form_timeout: 15.0,
         local_too: false,
+        churn: 200,
+        churn_threads: 4,
+        churn_channels: 20,
+        life_min: 5.0,
+        life_max: 15.0,
+        sample: 5.0,
+        max_rss_drift_mib: 2.0,
+        max_fd_drift: 10.0,
         mode,
     };
     let mut timeout = None;
@@ -206,7 +269,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--rate" => o.rate = num(flag, val)?,
             "--channels" => o.channels = num(flag, val)?,
             "--hold" => o.hold = num(flag, val)?,
-            "--duration" => o.duration = num(flag, val)?,
+            "--duration" => o.duration = parse_secs(flag, val)?,
             "--payload" => o.payload = num(flag, val)?,
             "--publishers" => o.publishers = num(flag, val)?,
             "--connections" => o.connections = num(flag, val)?,
@@ -220,6 +283,14 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--nodes" => o.nodes = num(flag, val)?,
             "--redis-server" => o.redis_server = val.into(),
             "--form-timeout" => o.form_timeout = num(flag, val)?,
+            "--churn" => o.churn = num(flag, val)?,
+            "--churn-threads" => o.churn_threads = num(flag, val)?,
+            "--churn-channels" => o.churn_channels = num(flag, val)?,
+            "--life-min" => o.life_min = parse_secs(flag, val)?,
+            "--life-max" => o.life_max = parse_secs(flag, val)?,
+            "--sample" => o.sample = parse_secs(flag, val)?,
+            "--max-rss-drift-mib" => o.max_rss_drift_mib = num(flag, val)?,
+            "--max-fd-drift" => o.max_fd_drift = num(flag, val)?,
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -238,6 +309,9 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         ("--group", o.group as f64),
         ("--max-pending", o.max_pending as f64),
         ("--form-timeout", o.form_timeout),
+        ("--churn-threads", o.churn_threads as f64),
+        ("--churn-channels", o.churn_channels as f64),
+        ("--sample", o.sample),
     ];
     for (name, v) in positive {
         if !(v > 0.0 && v.is_finite()) {
@@ -266,6 +340,17 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         }
         if o.redis_server.is_empty() {
             return Err("--redis-server needs a path".into());
+        }
+    }
+    if o.mode == "soak" {
+        if !(0.0..=3600.0).contains(&o.life_min) || !(o.life_min..=3600.0).contains(&o.life_max) {
+            return Err("--life-min and --life-max: 0 <= min <= max <= 3600 seconds".into());
+        }
+        if o.churn > 100_000 || o.churn_threads > 256 {
+            return Err("--churn is at most 100000 and --churn-threads at most 256".into());
+        }
+        if !(o.max_rss_drift_mib >= 0.0 && o.max_fd_drift >= 0.0) {
+            return Err("--max-rss-drift-mib and --max-fd-drift must be >= 0".into());
         }
     }
     if o.mode == "clientevents" && o.group < 2 {
@@ -904,6 +989,15 @@ fn main() -> ExitCode {
         print!("{}", report::table(&input));
         return ExitCode::SUCCESS;
     }
+    if args.first().map(String::as_str) == Some("soakmd") {
+        let mut input = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+            eprintln!("loadgen: reading stdin: {e}");
+            return ExitCode::from(1);
+        }
+        print!("{}", report::soak_samples(&input, 25));
+        return ExitCode::SUCCESS;
+    }
     let o = match parse_args(&args) {
         Ok(o) => o,
         Err(e) => {
@@ -973,6 +1067,7 @@ fn main() -> ExitCode {
         "fanout" => mode_fanout(&run, server.addr),
         "api" => mode_api(&run, server.addr),
         "clientevents" => mode_clientevents(&run, server.addr),
+        "soak" => soak::mode_soak(&run, server.addr),
         _ => mode_slowconsumer(&run, server.addr),
     };
     let server_alive = server.pid.is_some_and(|p| read_rss(p).is_some());
@@ -1053,6 +1148,42 @@ mod tests {
         // --local-too takes no value, wherever it stands.
         let last = parse_args(&args("cluster --spawn r --nodes 1 --local-too")).unwrap();
         assert!(last.local_too && last.nodes == 1);
+    }
+
+    #[test]
+    fn parses_soak_options() {
+        let o = parse_args(&args("soak --spawn r")).unwrap();
+        assert_eq!(
+            (o.n, o.channels, o.rate, o.duration),
+            (500, 10, 20.0, 3600.0)
+        );
+        assert_eq!((o.churn, o.churn_threads, o.churn_channels), (200, 4, 20));
+        assert_eq!((o.life_min, o.life_max, o.sample), (5.0, 15.0, 5.0));
+        assert_eq!((o.max_rss_drift_mib, o.max_fd_drift), (2.0, 10.0));
+        let o = parse_args(&args(
+            "soak --url ws://127.0.0.1:1 --duration 2m --churn 10 --life-min 1s              --life-max 2 --sample 1 --max-rss-drift-mib 8 --max-fd-drift 3",
+        ))
+        .unwrap();
+        assert_eq!(
+            (o.duration, o.churn, o.life_min, o.life_max),
+            (120.0, 10, 1.0, 2.0)
+        );
+        assert_eq!(
+            (o.sample, o.max_rss_drift_mib, o.max_fd_drift),
+            (1.0, 8.0, 3.0)
+        );
+        assert!(parse_args(&args("soak --spawn r --life-min 5 --life-max 4")).is_err());
+        assert!(parse_args(&args("soak --spawn r --sample 0")).is_err());
+        assert!(parse_args(&args("soak --spawn r --churn-threads 0")).is_err());
+        assert!(parse_args(&args("soak --spawn r --max-fd-drift -1")).is_err());
+        assert!(parse_args(&args("soak --spawn r --duration 25h")).is_err());
+        assert_eq!(parse_secs("d", "90"), Ok(90.0));
+        assert_eq!(parse_secs("d", "90s"), Ok(90.0));
+        assert_eq!(parse_secs("d", "2.5m"), Ok(150.0));
+        assert_eq!(parse_secs("d", "1h"), Ok(3600.0));
+        assert!(parse_secs("d", "m").is_err());
+        assert!(parse_secs("d", "5x").is_err());
+        assert!(parse_secs("d", "infh").is_err());
     }
 
     #[test]

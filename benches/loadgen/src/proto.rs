@@ -228,6 +228,30 @@ pub fn channel_auth(key: &str, secret: &str, socket_id: &str, channel: &str) -> 
     format!("{key}:{sig}")
 }
 
+/// The `auth` field of a presence-channel subscription with its `channel_data`.
+pub fn presence_auth(
+    key: &str,
+    secret: &str,
+    socket_id: &str,
+    channel: &str,
+    channel_data: &str,
+) -> String {
+    let sig = revurb::auth::hmac_sha256_hex(
+        secret.as_bytes(),
+        format!("{socket_id}:{channel}:{channel_data}").as_bytes(),
+    );
+    format!("{key}:{sig}")
+}
+
+/// The `auth` field of a `pusher:signin` (user authentication).
+pub fn user_auth(key: &str, secret: &str, socket_id: &str, user_data: &str) -> String {
+    let sig = revurb::auth::hmac_sha256_hex(
+        secret.as_bytes(),
+        format!("{socket_id}::user::{user_data}").as_bytes(),
+    );
+    format!("{key}:{sig}")
+}
+
 /// The WebSocket upgrade request for the app key.
 pub fn upgrade_request(server: SocketAddr, key: &str) -> Vec<u8> {
     format!(
@@ -371,5 +395,47 @@ mod tests {
         let a = channel_auth("key", "secret", "1234.5678", "private-foo");
         let expected = revurb::auth::hmac_sha256_hex(b"secret", b"1234.5678:private-foo");
         assert_eq!(a, format!("key:{expected}"));
+        // The server's own checks accept each signature, and only for what was signed.
+        use revurb::auth::{verify_channel_auth, verify_user_auth};
+        let sid = "1234.5678";
+        assert!(verify_channel_auth(
+            "key",
+            "secret",
+            sid,
+            "private-foo",
+            None,
+            Some(&a)
+        ));
+        assert!(!verify_channel_auth(
+            "key",
+            "other",
+            sid,
+            "private-foo",
+            None,
+            Some(&a)
+        ));
+        let data = r#"{"user_id":"u1","user_info":{}}"#;
+        let p = presence_auth("key", "secret", sid, "presence-x", data);
+        assert!(verify_channel_auth(
+            "key",
+            "secret",
+            sid,
+            "presence-x",
+            Some(data),
+            Some(&p)
+        ));
+        assert!(!verify_channel_auth(
+            "key",
+            "secret",
+            sid,
+            "presence-y",
+            Some(data),
+            Some(&p)
+        ));
+        let ud = r#"{"id":"u1"}"#;
+        let u = user_auth("key", "secret", sid, ud);
+        assert!(verify_user_auth("key", "secret", sid, ud, &u));
+        assert!(!verify_user_auth("key", "secret", "1.2", ud, &u));
+        assert!(!verify_user_auth("other", "secret", sid, ud, &u));
     }
 }

@@ -171,6 +171,51 @@ pub fn row(r: &Value) -> (String, String) {
                 ),
             )
         }
+        "soak" => {
+            let flat = |v: &Value, unit: &dyn Fn(&Value) -> String| {
+                format!(
+                    "{} → {} (min {}, max {}), drift {} (bound {}, {})",
+                    unit(&v["q2_mean"]),
+                    unit(&v["last"]),
+                    unit(&v["min"]),
+                    unit(&v["max"]),
+                    unit(&v["drift"]),
+                    unit(&v["bound"]),
+                    if v["flat"] == true {
+                        "flat"
+                    } else {
+                        "**not flat**"
+                    },
+                )
+            };
+            let c = &r["churn_counts"];
+            (
+                format!(
+                    "soak {} s: {} subs / {} ch, {}/s; churn {}",
+                    num(&r["duration_s"]),
+                    num(&r["subscribers"]),
+                    num(&r["channels"]),
+                    num(&r["rate"]),
+                    num(&r["churn"]),
+                ),
+                format!(
+                    "steady subscribers: {}; RSS start {}, after warm-up {}; fds start {}, \
+                     after warm-up {}; churn: {} connects, {} clean closes, {} FIN + {} RST + \
+                     {} early drops, {} errors",
+                    loss(&r["loss"]),
+                    mib(&r["rss_start_bytes"]),
+                    flat(&r["rss_after_warmup"], &mib),
+                    num(&r["fds_start"]),
+                    flat(&r["fds_after_warmup"], &num),
+                    num(&c["connects"]),
+                    num(&c["clean_closes"]),
+                    num(&c["abrupt_fin"]),
+                    num(&c["abrupt_rst"]),
+                    num(&c["early_drops"]),
+                    num(&c["errors"]),
+                ),
+            )
+        }
         other => (other.to_string(), String::new()),
     }
 }
@@ -193,6 +238,51 @@ pub fn table(input: &str) -> String {
         };
         let cmd = r["command"].as_str().unwrap_or("").replace('|', "\\|");
         out.push_str(&format!("| {run} | {ok} | {figures} | `{cmd}` |\n"));
+    }
+    out
+}
+
+/// The markdown of soak runs (`loadgen soakmd`): each run's table row, then its samples,
+/// thinned to at most `rows` rows (first and last kept).
+pub fn soak_samples(input: &str, rows: usize) -> String {
+    let mut out = String::new();
+    for line in input.lines() {
+        let Ok(r) = serde_json::from_str::<Value>(line.trim()) else {
+            continue;
+        };
+        if r["mode"] != "soak" {
+            continue;
+        }
+        out.push_str(&table(line));
+        let samples = r["samples"].as_array().cloned().unwrap_or_default();
+        let step = samples.len().div_ceil(rows.max(2) - 1).max(1);
+        let keep: Vec<&Value> = samples
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % step == 0 || i + 1 == samples.len())
+            .map(|(_, x)| x)
+            .collect();
+        out.push_str(&format!(
+            "\nSamples ({} of {}, every {} s; churn open: churning connections set up at that \
+             moment; p99: delivery latency over the preceding interval):\n\n\
+             | t (s) | server RSS | server fds | churn open | churn connects | deliveries | p99 ms |\n\
+             |---|---|---|---|---|---|---|\n",
+            keep.len(),
+            samples.len(),
+            num(&r["sample_s"]),
+        ));
+        for x in keep {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                num(&x["t_s"]),
+                mib(&x["rss_bytes"]),
+                num(&x["fds"]),
+                num(&x["churn_open"]),
+                num(&x["churn_connects"]),
+                num(&x["delivered"]),
+                num(&x["latency_p99_ms"]),
+            ));
+        }
     }
     out
 }
@@ -254,5 +344,42 @@ mod tests {
         assert!(!lines[4].contains("same-node"));
         assert!(lines[5].contains("same-node (node 1): 2 of 2 received"));
         assert!(lines[5].contains("latency 0.5 / 1 / 1 / 1 / 1 ms"));
+        let soak = concat!(
+            r#"{"mode":"soak","command":"s","ok":true,"duration_s":60,"subscribers":5,"#,
+            r#""channels":1,"rate":2,"churn":3,"rss_start_bytes":1048576,"#,
+            r#""loss":{"expected":4,"received":4,"lost":0,"duplicates":0},"#,
+            r#""rss_after_warmup":{"q2_mean":2097152,"last":2097152,"min":1048576,"#,
+            r#""max":3145728,"drift":0,"bound":4194304,"flat":true},"fds_start":7,"#,
+            r#""fds_after_warmup":{"q2_mean":20,"last":21,"min":19,"max":22,"drift":1.5,"#,
+            r#""bound":10,"flat":false},"churn_counts":{"connects":9,"clean_closes":4,"#,
+            r#""abrupt_fin":2,"abrupt_rst":1,"early_drops":1,"errors":0}}"#
+        );
+        let t = table(soak);
+        let line = t.lines().nth(2).unwrap();
+        assert!(
+            line.starts_with("| soak 60 s: 5 subs / 1 ch, 2/s; churn 3 | yes |"),
+            "{line}"
+        );
+        assert!(line.contains("4 of 4 received, 0 lost"));
+        assert!(line.contains("after warm-up 2.0 MiB → 2.0 MiB (min 1.0 MiB, max 3.0 MiB), drift 0.0 MiB (bound 4.0 MiB, flat)"), "{line}");
+        assert!(line.contains("fds start 7, after warm-up 20 → 21 (min 19, max 22), drift 1.5 (bound 10, **not flat**)"), "{line}");
+        assert!(
+            line.contains("9 connects, 4 clean closes, 2 FIN + 1 RST + 1 early drops, 0 errors")
+        );
+        let mut v: Value = serde_json::from_str(soak).unwrap();
+        v["sample_s"] = serde_json::json!(5);
+        v["samples"] = (0..10)
+            .map(|i| serde_json::json!({"t_s": i * 5, "rss_bytes": 1048576, "fds": 20 + i}))
+            .collect();
+        let md = soak_samples(&format!("noise\n{v}\n"), 4);
+        assert!(md.starts_with("| run | ok |"), "{md}");
+        assert!(md.contains("Samples (4 of 10, every 5 s;"), "{md}");
+        let rows: Vec<&str> = md
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.contains("MiB |"))
+            .collect();
+        assert_eq!(rows.len(), 4, "{md}");
+        assert!(rows[0].starts_with("| 0 | 1.0 MiB | 20 |"), "{md}");
+        assert!(rows[3].starts_with("| 45 | 1.0 MiB | 29 |"), "{md}");
     }
 }
