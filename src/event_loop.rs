@@ -801,7 +801,7 @@ impl Server {
                 out @ (Output::Publish { .. } | Output::Backlog { .. } | Output::Restart) => {
                     let now = self.now();
                     if let Some(sc) = self.scaling.as_mut() {
-                        sc.output(now, out);
+                        sc.output(now, out, &self.hub);
                     }
                 }
             }

@@ -36,7 +36,8 @@ impl Metrics {
         self.render_core(&mut text, hub);
         self.render_http(&mut text, hub);
         if let Some(c) = hub.cluster() {
-            self.render_scaling(&mut text, hub.cluster_nodes() as u64, c.bad_messages);
+            let ignored = (c.bad_messages, c.refused);
+            self.render_scaling(&mut text, hub.cluster_nodes() as u64, ignored);
         }
         render_process(&mut text);
         text
@@ -149,8 +150,11 @@ impl Metrics {
     }
 
     /// The cluster and its Redis links (only with scaling on).
-    fn render_scaling(&self, text: &mut String, nodes: u64, bad_messages: u64) {
-        let scaling: [(&str, &str, &str, u64); 8] = [
+    /// `ignored`: messages ignored as not revurb's, and refused as not
+    /// signed by a node of this cluster.
+    fn render_scaling(&self, text: &mut String, nodes: u64, ignored: (u64, u64)) {
+        let (bad_messages, refused) = ignored;
+        let scaling: [(&str, &str, &str, u64); 9] = [
             (
                 "revurb_cluster_nodes",
                 "gauge",
@@ -198,6 +202,12 @@ impl Metrics {
                 "counter",
                 "Messages on the scaling channel ignored as not revurb's.",
                 bad_messages,
+            ),
+            (
+                "revurb_redis_refused_total",
+                "counter",
+                "Messages on the scaling channel refused: unsigned, signed with another key, or replayed out of their time.",
+                refused,
             ),
         ];
         for (name, kind, help, value) in scaling {

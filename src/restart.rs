@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use crate::cli::Flags;
 use crate::config::{Config, Key, Scaling};
 use crate::pusher::cluster::envelope::{Body, Envelope};
+use crate::pusher::cluster::seal::Seal;
 use crate::redis::Target;
 use crate::redis::client::{self, Client, Role};
 use crate::sys;
@@ -40,7 +41,7 @@ pub fn run(flags: &Flags) -> ExitCode {
         match Config::from_process(flags) {
             Ok(cfg) => {
                 if let Some(sc) = &cfg.scaling {
-                    return restart_cluster(sc);
+                    return restart_cluster(sc, &cfg.apps);
                 }
             }
             Err(e) => {
@@ -139,9 +140,14 @@ fn wait_until_stopped(pid: i32) -> bool {
 /// With scaling: publish a restart message on the scaling channel; every
 /// node that receives it closes its connections with 4200 and exits 0 for
 /// its supervisor to start it again.
-fn restart_cluster(sc: &Scaling) -> ExitCode {
+fn restart_cluster(sc: &Scaling, apps: &[crate::pusher::App]) -> ExitCode {
     let node = format!("restart-{}", std::process::id());
-    let payload = Envelope::new(&node, 1, Body::Restart).encode();
+    // signed like the nodes' own messages, or they refuse it
+    let seal = Seal::new(&sc.channel, sc.secret.as_deref(), apps);
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let payload = seal.seal(&Envelope::new(&node, 1, Body::Restart).encode(), unix);
     match publish_once(&sc.redis, &sc.channel, &payload, REDIS_TIMEOUT) {
         Ok(0) => {
             eprintln!(

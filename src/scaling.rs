@@ -28,12 +28,31 @@
 //! - What waited is sent only while the hub's **backlog gate** is open: every
 //!   node known before the outage is listening again (or had its
 //!   `node_timeout` to come back), so the backlog is not published to nobody.
+//! - Every publish is **signed as it goes to the publisher** ([`Signer`]),
+//!   not when the hub made it: its `ts` is when it left, so a delivery held
+//!   through an outage of any length is not refused as old by the others.
+//!   The queue holds unsigned envelopes; what a failed publisher hands back
+//!   is stripped of its signature and signed again when it goes again.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::log_error;
+use crate::pusher::cluster::seal::{self, Seal};
 use crate::redis::client::Client;
+
+/// Signs publishes as they go to Redis: the hub's bus key and the wall
+/// clock (Unix ms) of this turn.
+pub struct Signer<'a> {
+    pub seal: &'a Seal,
+    pub unix: u64,
+}
+
+impl Signer<'_> {
+    fn sign(&self, envelope: &[u8]) -> Rc<[u8]> {
+        self.seal.seal(envelope, self.unix).into()
+    }
+}
 
 /// Bytes of commands the publisher may hold unwritten; past this, publishes
 /// wait in the outage queue (Redis is slow, not gone).
@@ -94,16 +113,23 @@ impl Policy {
         self.gate_open = open;
     }
 
-    /// One publish from the hub: send it now, queue it, or drop it.
-    pub fn publish(&mut self, now: u64, publ: &mut Client, payload: Rc<[u8]>, durable: bool) {
+    /// One publish from the hub: send it now (signed), queue it, or drop it.
+    pub fn publish(
+        &mut self,
+        now: u64,
+        publ: &mut Client,
+        payload: Rc<[u8]>,
+        durable: bool,
+        signer: &Signer,
+    ) {
         let ready = can_take(publ);
         if !durable {
             if ready {
-                publ.publish(now, payload, false);
+                publ.publish(now, signer.sign(&payload), false);
                 self.published += 1;
             }
         } else if ready && self.queue.is_empty() {
-            publ.publish(now, payload, true);
+            publ.publish(now, signer.sign(&payload), true);
             self.published += 1;
         } else if self.queue.len() < self.limit {
             self.queue.push_back(payload);
@@ -117,7 +143,7 @@ impl Policy {
     /// passes the limit the newest are dropped.
     pub fn requeue(&mut self, back: Vec<Rc<[u8]>>) {
         for p in back.into_iter().rev() {
-            self.queue.push_front(p);
+            self.queue.push_front(seal::strip(&p).into());
         }
         while self.queue.len() > self.limit {
             self.queue.pop_back();
@@ -125,14 +151,14 @@ impl Policy {
         }
     }
 
-    /// Send what waited, oldest first, while the gate is open and the
-    /// publisher takes more.
-    pub fn drain(&mut self, now: u64, publ: &mut Client) {
+    /// Send what waited, oldest first (signed now), while the gate is open
+    /// and the publisher takes more.
+    pub fn drain(&mut self, now: u64, publ: &mut Client, signer: &Signer) {
         while self.gate_open && can_take(publ) {
             let Some(payload) = self.queue.pop_front() else {
                 break;
             };
-            publ.publish(now, payload, true);
+            publ.publish(now, signer.sign(&payload), true);
             self.published += 1;
         }
     }

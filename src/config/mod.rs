@@ -77,6 +77,8 @@ pub struct Scaling {
     pub node_timeout_ms: u64,
     /// Publishes held while Redis is away.
     pub queue_limit: usize,
+    /// The key that signs the bus; `None`: derived from the apps.
+    pub secret: Option<String>,
 }
 
 /// Where the apps came from.
@@ -433,6 +435,7 @@ fn scaling(v: &Values) -> Result<Option<Scaling>, ConfigError> {
         redis,
         node_timeout_ms: v.int(Key::ScalingNodeTimeout) * 1000,
         queue_limit: v.int(Key::ScalingQueueLimit) as usize,
+        secret: v.str(Key::ScalingSecret),
     }))
 }
 

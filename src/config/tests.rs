@@ -387,6 +387,7 @@ fn scaling_is_off_by_default_and_takes_reverbs_defaults() {
     assert_eq!(sc.channel, "reverb");
     assert_eq!(sc.node_timeout_ms, 5_000);
     assert_eq!(sc.queue_limit, 10_000);
+    assert_eq!(sc.secret, None, "the bus key comes from the apps");
     let r = sc.redis;
     assert_eq!(
         (r.tls, r.host.as_str(), r.port, r.db),
@@ -407,12 +408,16 @@ fn scaling_fields_and_url() {
             ("REDIS_PASSWORD", "s3cret"),
             ("REDIS_DB", "4"),
             ("REDIS_SCHEME", "tls"),
+            ("REVERB_SCALING_SECRET", "bus-k3y"),
         ]),
         Flags::default(),
     )
     .unwrap();
     let sc = c.scaling.clone().unwrap();
     assert_eq!(sc.channel, "cluster-a");
+    assert_eq!(sc.secret.as_deref(), Some("bus-k3y"));
+    // nor the bus secret
+    assert!(!c.describe().contains("bus-k3y"), "{}", c.describe());
     assert_eq!(sc.redis.to_string(), "rediss://redis.internal:6380/4");
     assert_eq!(sc.redis.username.as_deref(), Some("revurb"));
     assert_eq!(sc.redis.password.as_deref(), Some("s3cret"));

@@ -10,12 +10,14 @@
 //! message means is the hub's.
 
 use std::io;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use mio::Token;
 
 use super::{REDIS_PUB, REDIS_SUB, Server, redis_link};
 use crate::config;
 use crate::metrics::Metrics;
+use crate::pusher::cluster::Bus;
 use crate::pusher::{Hub, Output};
 use crate::redis::client::{Event, Role};
 use crate::scaling;
@@ -46,7 +48,12 @@ impl Scaling {
             sc.redis,
             sc.channel
         );
-        hub.enable_cluster(node, sc.node_timeout_ms);
+        let bus = Bus {
+            channel: sc.channel.clone(),
+            secret: sc.secret.clone(),
+            started: unix_ms(),
+        };
+        hub.enable_cluster(node, sc.node_timeout_ms, bus);
         let link =
             |role, token, tls| redis_link::Link::new(role, token, &sc.redis, &sc.channel, tls);
         Ok(Scaling {
@@ -58,11 +65,18 @@ impl Scaling {
     }
 
     /// One of the hub's cluster outputs (`Send` and `Close` are the loop's).
-    pub fn output(&mut self, now: u64, out: Output) {
+    pub fn output(&mut self, now: u64, out: Output, hub: &Hub) {
         match out {
             Output::Publish { payload, durable } => {
+                let Some(seal) = hub.cluster().map(|c| c.seal()) else {
+                    return; // no cluster, no publishes
+                };
+                let signer = scaling::Signer {
+                    seal: &seal,
+                    unix: unix_ms(),
+                };
                 self.policy
-                    .publish(now, &mut self.publ.client, payload, durable);
+                    .publish(now, &mut self.publ.client, payload, durable, &signer);
             }
             Output::Backlog { open } => self.policy.backlog(open),
             Output::Restart => self.restart = true,
@@ -89,7 +103,7 @@ impl Scaling {
         while let Some(e) = self.sub.poll_event(now) {
             if let Event::Message(payload) = e {
                 metrics.redis_received += 1;
-                hub.remote(now, &payload);
+                hub.remote(now, unix_ms(), &payload);
             }
         }
         while self.publ.poll_event(now).is_some() {}
@@ -153,7 +167,13 @@ impl Server {
         let Some(sc) = self.scaling.as_mut() else {
             return;
         };
-        sc.policy.drain(now, &mut sc.publ.client);
+        if let Some(seal) = self.hub.cluster().map(|c| c.seal()) {
+            let signer = scaling::Signer {
+                seal: &seal,
+                unix: unix_ms(),
+            };
+            sc.policy.drain(now, &mut sc.publ.client, &signer);
+        }
         let registry = self.poll.registry();
         let back = sc.publ.flush(now, registry);
         sc.policy.requeue(back);
@@ -167,4 +187,12 @@ impl Server {
             self.begin_shutdown();
         }
     }
+}
+
+/// The wall clock in Unix milliseconds: what a message's `ts` is compared
+/// with on other nodes (the loop's own clock starts at 0 with the process).
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

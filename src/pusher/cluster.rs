@@ -26,7 +26,11 @@
 //! # The protocol
 //!
 //! One JSON message per publish, in the [`envelope`] format (`v`, `node`,
-//! `seq`, `type`). When a node sends each type:
+//! `seq`, `type`), signed by the loop as it goes to Redis ([`seal`]: `ts`
+//! and `mac` appended). What arrives is checked before it is read
+//! ([`Hub::remote`]): a message not signed with this node's key, or signed
+//! more than [`MAX_SKEW_MS`] away from this node's clock or before it
+//! started, is refused and counted in `refused`. When a node sends each type:
 //!
 //! - `state` (everything it holds, cached events up to 1 MiB): when its link
 //!   comes up, with `reply: true` so every node answers with its own
@@ -49,7 +53,12 @@
 //! `node_timeout` has passed. Everything else goes now or never, since the
 //! `state` sent on reconnect replaces it. A receiver drops a delivery whose
 //! `seq` it has already seen from that node (one re-sent after a reconnect
-//! that had in fact arrived), also for nodes it dropped lately.
+//! that had in fact arrived), also for nodes it dropped lately. The other
+//! messages are never re-sent, but a replayed one must not apply twice
+//! either (an old `join` would bring a member back): they have their own
+//! seq mark, since a `state` may overtake queued deliveries. Together with
+//! the time bound on signatures, a signed message replayed from the
+//! channel is never taken twice.
 //!
 //! # Liveness
 //!
@@ -65,6 +74,7 @@
 //! `bad_messages` and logged in bursts.
 
 pub mod envelope;
+pub mod seal;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
@@ -75,6 +85,7 @@ use super::channel::{self, Member};
 use super::{AppId, ConnId, Frame, Hub, Output, message};
 use crate::websocket;
 use envelope::{AppState as WireApp, Body, CachedEvent, Envelope};
+use seal::{Refusal, Seal};
 
 /// Log at most this many ignored messages in a row before going quiet.
 const BAD_MESSAGE_LOG_BURST: u64 = 10;
@@ -83,6 +94,9 @@ const BAD_MESSAGE_LOG_BURST: u64 = 10;
 pub const MAX_NODES: usize = 1024;
 /// Dropped nodes whose last seq is remembered.
 const RETIRED_NODES: usize = 256;
+/// How far a message's `ts` may be from this node's clock, either way
+/// (clock skew between nodes plus Redis latency); older is a replay.
+pub const MAX_SKEW_MS: u64 = 30_000;
 /// Bytes of cached events one `state` message carries at most; a node with
 /// more cache channels shares the rest only as new events arrive.
 const STATE_CACHE_BYTES: usize = 1024 * 1024;
@@ -106,16 +120,44 @@ pub struct Cluster {
     /// since, and until when to wait for them before sending the backlog.
     resync: HashSet<String>,
     resync_until: u64,
-    /// The last delivery seq of nodes dropped as silent, in case they were
-    /// only cut off and re-send what had arrived (bounded, oldest forgotten).
-    retired: VecDeque<(String, u64)>,
+    /// The seqs of nodes dropped as silent, in case they were only cut off
+    /// and re-send what had arrived, or their messages are replayed
+    /// (bounded, oldest forgotten; older messages are past [`MAX_SKEW_MS`]).
+    retired: VecDeque<(String, Seqs)>,
+    /// The bus key, and what it is made from (the apps, when no secret).
+    seal: Rc<Seal>,
+    bus: Bus,
     pub bad_messages: u64,
     pub duplicates: u64,
+    /// Messages refused as unsigned, badly signed or out of their time.
+    pub refused: u64,
+}
+
+/// How this node's bus is keyed and when it started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bus {
+    /// The Redis channel (part of the key).
+    pub channel: String,
+    /// `REVERB_SCALING_SECRET`; `None`: the key comes from the apps.
+    pub secret: Option<String>,
+    /// Unix time (ms) at which this node started: nothing signed before
+    /// is accepted, so a message captured earlier cannot be replayed to it.
+    pub started: u64,
+}
+
+/// The highest seqs seen from a node. Each kind arrives in order (a node
+/// publishes the ones that need not survive an outage at once, and the
+/// deliveries in order through its queue), but a state may overtake queued
+/// deliveries, so each kind has its own mark.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seqs {
+    durable: u64,
+    live: u64,
 }
 
 struct Node {
     last_seen: u64,
-    last_seq: u64,
+    seqs: Seqs,
     apps: HashMap<String, RemoteApp>,
 }
 
@@ -127,7 +169,7 @@ struct RemoteApp {
 }
 
 impl Cluster {
-    pub fn new(node: String, timeout_ms: u64) -> Cluster {
+    pub fn new(node: String, timeout_ms: u64, bus: Bus, seal: Seal) -> Cluster {
         let own_prefix = format!(
             "{{\"v\":{},\"node\":{},",
             envelope::VERSION,
@@ -148,9 +190,34 @@ impl Cluster {
             resync: HashSet::new(),
             resync_until: 0,
             retired: VecDeque::new(),
+            seal: Rc::new(seal),
+            bus,
             bad_messages: 0,
             duplicates: 0,
+            refused: 0,
         }
+    }
+
+    /// The key the loop signs this node's publishes with as they go to
+    /// Redis (it changes on a reload when it comes from the apps).
+    pub fn seal(&self) -> Rc<Seal> {
+        self.seal.clone()
+    }
+
+    /// Remember the seqs of a node dropped from the view (the oldest
+    /// forgotten past [`RETIRED_NODES`]).
+    fn retire(&mut self, id: String, seqs: Seqs) {
+        if self.retired.len() >= RETIRED_NODES {
+            self.retired.pop_front();
+        }
+        self.retired.push_back((id, seqs));
+    }
+
+    /// Count a refused message; whether to log it (the first, then at
+    /// powers of two: a forger must not be able to flood the log).
+    fn count_refused(&mut self) -> bool {
+        self.refused += 1;
+        self.refused.is_power_of_two()
     }
 
     fn remote_apps<'a>(&'a self, app_id: &'a str) -> impl Iterator<Item = &'a RemoteApp> + 'a {
@@ -162,6 +229,39 @@ impl Cluster {
     fn count_bad_message(&mut self) -> bool {
         self.bad_messages += 1;
         self.bad_messages <= BAD_MESSAGE_LOG_BURST || self.bad_messages.is_power_of_two()
+    }
+
+    /// The envelope of a signed message from the channel, or `None` when it
+    /// is refused: unsigned, signed with another key, or signed outside
+    /// [`MAX_SKEW_MS`] of `unix` or before this node started (a replay).
+    fn open(&mut self, unix: u64, payload: &[u8]) -> Option<Vec<u8>> {
+        let why = match self.seal.open(payload) {
+            Ok((envelope, ts)) => {
+                let fresh = ts >= self.bus.started
+                    && ts.saturating_add(MAX_SKEW_MS) >= unix
+                    && ts <= unix.saturating_add(MAX_SKEW_MS);
+                if fresh {
+                    return Some(envelope);
+                }
+                format!(
+                    "signed at {ts}, {} ms from this node's clock or before it started \
+                     (a replay, or clocks out of step)",
+                    i128::from(ts) - i128::from(unix)
+                )
+            }
+            Err(Refusal::Unsigned) => "not signed".to_string(),
+            Err(Refusal::BadSignature) => "signed with another key (is REVERB_SCALING_SECRET, \
+                or without it the app list, the same on every node?)"
+                .to_string(),
+        };
+        if self.count_refused() {
+            crate::log_warn!(
+                "cluster: refused a message on the Redis channel ({} so far): {why}: {}",
+                self.refused,
+                super::truncate_bytes(payload, 120)
+            );
+        }
+        None
     }
 
     /// Whether a node other than `skip` has `key` in `channel`.
@@ -185,11 +285,38 @@ fn member_from(data: &Value) -> Option<Rc<Member>> {
 }
 
 impl Hub {
-    /// Turn on scaling with this node id.
-    pub fn enable_cluster(&mut self, node: String, timeout_ms: u64) {
-        self.cluster = Some(Box::new(Cluster::new(node, timeout_ms)));
+    /// Turn on scaling with this node id, its bus signed with a key from
+    /// `bus` (see [`seal`]).
+    pub fn enable_cluster(&mut self, node: String, timeout_ms: u64, bus: Bus) {
+        let seal = self.bus_seal(&bus);
+        crate::log_debug!("cluster: bus key from {:?}", seal.origin);
+        self.cluster = Some(Box::new(Cluster::new(node, timeout_ms, bus, seal)));
         // the loop learns the gate's first state (closed: the link is down)
         self.out.push_back(Output::Backlog { open: false });
+    }
+
+    fn bus_seal(&self, bus: &Bus) -> Seal {
+        let apps = self.apps.iter().map(|a| &a.config);
+        Seal::new(&bus.channel, bus.secret.as_deref(), apps)
+    }
+
+    /// After a reload: a key derived from the apps follows them. Nodes
+    /// whose apps differ no longer hear each other until they match again.
+    pub(super) fn cluster_rekey(&mut self) {
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        let seal = self.bus_seal(&c.bus);
+        if seal.same_key(&c.seal) {
+            return;
+        }
+        crate::log_warn!(
+            "cluster: the apps changed, and with them the key that signs the Redis channel; \
+             nodes with other apps no longer hear this one (REVERB_SCALING_SECRET sets a key that does not change)"
+        );
+        if let Some(c) = self.cluster.as_mut() {
+            c.seal = Rc::new(seal);
+        }
     }
 
     pub fn cluster(&self) -> Option<&Cluster> {
@@ -481,14 +608,15 @@ impl Hub {
 
     // ---- messages from other nodes -------------------------------------------
 
-    /// One message from the Redis channel.
-    pub fn remote(&mut self, now: u64, payload: &[u8]) {
-        self.remote_message(now, payload);
+    /// One message from the Redis channel, received at Unix time `unix`
+    /// (ms; the wall clock, since it is compared with the sender's).
+    pub fn remote(&mut self, now: u64, unix: u64, payload: &[u8]) {
+        self.remote_message(now, unix, payload);
         self.cluster_backlog_gate(now);
     }
 
-    fn remote_message(&mut self, now: u64, payload: &[u8]) {
-        let Some(env) = self.decode_remote(payload) else {
+    fn remote_message(&mut self, now: u64, unix: u64, payload: &[u8]) {
+        let Some(env) = self.decode_remote(unix, payload) else {
             return;
         };
         // Neither makes the sender a node of the cluster (`revurb restart`
@@ -519,12 +647,13 @@ impl Hub {
     /// The envelope of a message from another node; `None` for our own
     /// echo and for anything that is not a revurb message (counted, and
     /// logged in bursts).
-    fn decode_remote(&mut self, payload: &[u8]) -> Option<Envelope> {
+    fn decode_remote(&mut self, unix: u64, payload: &[u8]) -> Option<Envelope> {
         let c = self.cluster.as_mut()?;
         if payload.starts_with(&c.own_prefix) {
             return None; // our own echo, already delivered here
         }
-        match Envelope::decode(payload) {
+        let envelope = c.open(unix, payload)?;
+        match Envelope::decode(&envelope) {
             Ok(env) if env.node == c.node => None, // our own, already delivered here
             Ok(env) => Some(env),
             Err(e) => {
@@ -550,7 +679,10 @@ impl Hub {
             crate::log_info!("cluster: node {node} left");
             self.replace_state(node, BTreeMap::new());
             if let Some(c) = self.cluster.as_mut() {
-                c.nodes.remove(node);
+                // remembered, so its messages replayed do not bring it back
+                if let Some(n) = c.nodes.remove(node) {
+                    c.retire(node.to_string(), n.seqs);
+                }
                 c.resync.remove(node);
             }
         }
@@ -572,30 +704,39 @@ impl Hub {
             }
             return None;
         }
-        let retired_seq = if known {
-            0
+        let retired = if known {
+            None
         } else {
             c.retired
                 .iter()
                 .position(|(id, _)| *id == env.node)
                 .and_then(|i| c.retired.remove(i))
-                .map_or(0, |(_, seq)| seq)
+                .map(|(_, seqs)| seqs)
         };
         let node = c.nodes.entry(env.node.clone()).or_insert_with(|| Node {
             last_seen: now,
-            last_seq: retired_seq,
+            seqs: retired.unwrap_or_default(),
             apps: HashMap::new(),
         });
-        // Deliveries come in order; one re-sent after a reconnect that had
-        // in fact arrived has a seq already seen. (State messages are never
-        // re-sent, and may overtake queued deliveries.)
-        if env.body.durable() {
-            if env.seq <= node.last_seq {
-                c.duplicates += 1;
-                return None;
+        // Each kind comes in order: a delivery re-sent after a reconnect
+        // that had in fact arrived, or any message replayed, has a seq
+        // already seen.
+        let mark = if env.body.durable() {
+            &mut node.seqs.durable
+        } else {
+            &mut node.seqs.live
+        };
+        if env.seq <= *mark {
+            c.duplicates += 1;
+            if !known {
+                c.nodes.remove(&env.node); // not heard from after all
+                if let Some(seqs) = retired {
+                    c.retire(env.node.clone(), seqs);
+                }
             }
-            node.last_seq = env.seq;
+            return None;
         }
+        *mark = env.seq;
         node.last_seen = now;
         c.resync.remove(&env.node);
         Some(known)
@@ -906,10 +1047,7 @@ impl Hub {
             if let Some(c) = self.cluster.as_mut()
                 && let Some(n) = c.nodes.remove(&id)
             {
-                if c.retired.len() >= RETIRED_NODES {
-                    c.retired.pop_front();
-                }
-                c.retired.push_back((id, n.last_seq));
+                c.retire(id, n.seqs);
             }
         }
     }

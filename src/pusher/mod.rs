@@ -402,6 +402,7 @@ impl Hub {
             self.terminate(now, conn, PusherError::Shutdown);
         }
         self.apps.truncate(first_removed);
+        self.cluster_rekey();
         self.cluster_resend_state(now);
         (kept, added, removed_count)
     }

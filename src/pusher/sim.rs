@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 use super::channel::{self, Auth};
+use super::cluster::Bus;
 use super::{App, AppId, ConnId, Hub, Opened, Output};
 use crate::websocket::client::parse_server_frame;
 
@@ -31,6 +32,20 @@ pub(super) const SECRET: &str = "reverb-secret";
 pub(super) const APP_ID: &str = "123456";
 /// The node timeout of every node of a cluster; heartbeats go out every 1 s.
 pub(super) const TIMEOUT: u64 = 4000;
+/// The wall clock (Unix ms) at sim time 0: messages are signed with, and
+/// checked against, `UNIX0 + now`.
+pub(super) const UNIX0: u64 = 1_795_000_000_000;
+/// The Redis channel the simulated nodes share (part of the bus key).
+pub(super) const CHANNEL: &str = "reverb";
+
+/// The bus of a node started at sim time `at`, keyed from its apps.
+pub(super) fn bus(at: u64) -> Bus {
+    Bus {
+        channel: CHANNEL.into(),
+        secret: None,
+        started: UNIX0 + at,
+    }
+}
 
 /// Reverb's first test app (`123456`, `reverb-key`, `reverb-secret`).
 pub(super) fn app() -> App {
@@ -167,8 +182,11 @@ pub(super) struct Sim {
     pub now: u64,
     /// Redis delivers a message to its publisher too.
     pub echo: bool,
-    /// Every message that reached the bus: (sender, JSON text).
+    /// Every message that reached the bus: (sender, JSON text as the hub
+    /// made it, before the loop signed it).
     pub wire: Vec<(usize, String)>,
+    /// The same messages as they went over the bus, signed.
+    pub sealed: Vec<(usize, Rc<[u8]>)>,
     /// Outputs taken from the hubs by `connect` and not yet drained.
     pending: Vec<Out>,
 }
@@ -198,6 +216,7 @@ impl Sim {
             now: 0,
             echo: true,
             wire: Vec::new(),
+            sealed: Vec::new(),
             pending: Vec::new(),
         }
     }
@@ -221,10 +240,20 @@ impl Sim {
     /// `n` nodes, node `i` with the apps `apps(i)` (the helpers use its
     /// first app), linked and in sync.
     pub fn build(n: usize, apps: impl Fn(usize) -> Vec<App>) -> Sim {
+        Sim::build_keyed(n, apps, None)
+    }
+
+    /// [`Sim::build`] with the bus keyed by a dedicated `secret` (when
+    /// given) rather than by the apps.
+    pub fn build_keyed(n: usize, apps: impl Fn(usize) -> Vec<App>, secret: Option<&str>) -> Sim {
         let nodes = (0..n)
             .map(|i| {
                 let mut hub = Hub::new(apps(i), 0x1000 * (i as u64 + 1) + 1, false);
-                hub.enable_cluster(format!("node{i}"), TIMEOUT);
+                let bus = Bus {
+                    secret: secret.map(str::to_string),
+                    ..bus(0)
+                };
+                hub.enable_cluster(format!("node{i}"), TIMEOUT, bus);
                 hub.cluster_link(0, true);
                 Node::new(hub)
             })
@@ -286,16 +315,49 @@ impl Sim {
 
     /// Hand each message to every running, linked node (the sender too
     /// when Redis echoes).
+    /// Each is signed as it goes, as the loop signs what it hands to Redis.
     fn deliver(&mut self, batch: Vec<(usize, Rc<[u8]>)>) {
         for (from, msg) in batch {
             self.wire
                 .push((from, String::from_utf8(msg.to_vec()).unwrap()));
+            let signed: Rc<[u8]> = self.sign(from, &msg).into();
+            self.sealed.push((from, signed.clone()));
+            let unix = self.unix();
             for (j, p) in self.nodes.iter_mut().enumerate() {
                 if p.running && p.link == Link::Up && (j != from || self.echo) {
-                    p.hub.remote(self.now, &msg);
+                    p.hub.remote(self.now, unix, &signed);
                 }
             }
         }
+    }
+
+    /// The wall clock now.
+    pub fn unix(&self) -> u64 {
+        UNIX0 + self.now
+    }
+
+    /// `msg` signed now with `node`'s bus key.
+    pub fn sign(&self, node: usize, msg: &[u8]) -> Vec<u8> {
+        let seal = self.nodes[node]
+            .hub
+            .cluster()
+            .expect("a cluster node")
+            .seal();
+        seal.seal(msg, self.unix())
+    }
+
+    /// Hand `node` a message signed now with its own key, as if from a
+    /// node holding the same key.
+    pub fn remote(&mut self, node: usize, msg: &[u8]) {
+        let signed = self.sign(node, msg);
+        let (now, unix) = (self.now, self.unix());
+        self.hub(node).remote(now, unix, &signed);
+    }
+
+    /// Hand `node` exactly these bytes, now.
+    pub fn remote_raw(&mut self, node: usize, wire: &[u8]) {
+        let (now, unix) = (self.now, self.unix());
+        self.hub(node).remote(now, unix, wire);
     }
 
     /// Move the clock by `ms` (see [`Sim::advance_to`]).
@@ -622,6 +684,17 @@ impl Sim {
             .filter(|(f, _)| *f == from)
             .map(|(_, m)| envelope(m)["type"].as_str().unwrap().to_string())
             .collect()
+    }
+
+    /// The last message of type `ty` that `from` put on the bus, signed as
+    /// it went.
+    pub fn last_sealed(&self, from: usize, ty: &str) -> Vec<u8> {
+        self.sealed
+            .iter()
+            .rev()
+            .find(|(f, m)| *f == from && serde_json::from_slice::<Value>(m).unwrap()["type"] == ty)
+            .map(|(_, m)| m.to_vec())
+            .unwrap_or_else(|| panic!("no {ty} from node {from}"))
     }
 
     /// The last message of type `ty` that `from` put on the bus.

@@ -13,6 +13,7 @@ struct Sim {
     policy: Policy,
     publ: Client,
     now: u64,
+    seal: Seal,
 }
 
 impl Sim {
@@ -22,6 +23,7 @@ impl Sim {
             policy: Policy::new(limit),
             publ: Client::new(Role::Publisher, &target, "reverb"),
             now: 1_000,
+            seal: Seal::new("reverb", Some("bus secret"), []),
         };
         sim.redis_up();
         sim
@@ -50,14 +52,25 @@ impl Sim {
 
     /// The hub publishes.
     fn hub(&mut self, payload: &str, durable: bool) {
-        let payload: Rc<[u8]> = payload.as_bytes().into();
+        let payload: Rc<[u8]> = serde_json::json!({ "p": payload })
+            .to_string()
+            .as_bytes()
+            .into();
+        let signer = Signer {
+            seal: &self.seal,
+            unix: self.now,
+        };
         self.policy
-            .publish(self.now, &mut self.publ, payload, durable);
+            .publish(self.now, &mut self.publ, payload, durable, &signer);
     }
 
     /// The loop's turn: send what waited.
     fn drain(&mut self) {
-        self.policy.drain(self.now, &mut self.publ);
+        let signer = Signer {
+            seal: &self.seal,
+            unix: self.now,
+        };
+        self.policy.drain(self.now, &mut self.publ, &signer);
     }
 
     /// Redis acknowledges `n` publishes.
@@ -70,7 +83,8 @@ impl Sim {
     }
 
     /// The socket takes everything the publisher holds: the payloads of the
-    /// PUBLISH commands in it, in order (a PING is skipped).
+    /// PUBLISH commands in it, in order (a PING is skipped), each checked
+    /// to be signed at the time it was written.
     fn written(&mut self) -> Vec<String> {
         let out = self.publ.output().to_vec();
         self.publ.wrote(out.len());
@@ -92,7 +106,11 @@ impl Sim {
             };
             match args.as_slice() {
                 [Value::Bulk(Some(cmd)), _, Value::Bulk(Some(p))] if cmd == b"PUBLISH" => {
-                    payloads.push(String::from_utf8_lossy(p).into_owned());
+                    let (envelope, ts) = self.seal.open(p).expect("a signed publish");
+                    assert_eq!(ts, self.now, "signed as it is written");
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&envelope).expect("the hub's JSON");
+                    payloads.push(v["p"].as_str().expect("a test payload").to_string());
                 }
                 [Value::Bulk(Some(cmd))] if cmd == b"PING" => {}
                 other => panic!("unexpected command {other:?}"),

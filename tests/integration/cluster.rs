@@ -822,9 +822,9 @@ fn cluster_bad_data_on_the_redis_channel_is_ignored_with_a_log_line() {
     on_a.expect_silence(SILENCE);
     on_b.expect_silence(SILENCE);
 
-    // every node says it ignored something
+    // every node says it refused something (none of it is signed)
     for (node, offset) in nodes.iter().zip(&logs) {
-        wait_stderr(node, *offset, "ignored", SYNC_DEADLINE);
+        wait_stderr(node, *offset, "refused", SYNC_DEADLINE);
     }
 
     // and the cluster still works

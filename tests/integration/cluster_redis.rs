@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cluster_support::{
     SILENCE, SYNC_DEADLINE, event_text, expect_once, expect_text_within, form_cluster, start_node,
-    start_redis, start_redis_with, wait_connections_everywhere, wait_stderr,
+    start_redis, start_redis_with, stderr_since, wait_connections_everywhere, wait_stderr,
 };
 use crate::support::{APP_ENV, Server, TempDir, Ws, free_port, run_binary_in, wait_until};
 
@@ -302,4 +302,143 @@ fn cluster_restart_with_a_pid_file_restarts_only_that_node_and_says_when_nobody_
     let (status, out, err) = run_binary_in(Some(dir.path()), &env, &["restart"]);
     assert_eq!(status.code(), Some(1), "{out}{err}");
     assert!(err.contains("no node is subscribed"), "{err}");
+}
+
+// ---- a signed bus -------------------------------------------------------------------
+
+/// The next message a raw subscriber of "reverb" sees whose `type` is `ty`.
+fn next_of_type(watch: &mut crate::cluster_support::RespConn, ty: &str) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + SYNC_DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let (_, payload) = watch
+            .next_message(left.max(Duration::from_millis(1)))
+            .unwrap_or_else(|e| panic!("no {ty} message on \"reverb\": {e}"));
+        let v: serde_json::Value = serde_json::from_slice(&payload).expect("JSON");
+        if v["type"] == ty {
+            return payload;
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
+fn cluster_forged_events_and_restarts_are_refused_while_real_traffic_flows() {
+    use crate::support::{APP_ID, APP_KEY, APP_SECRET, unix_now};
+    use revurb::pusher::App;
+    use revurb::pusher::cluster::seal::Seal;
+
+    let redis = start_redis();
+    let port = free_port();
+    let port_text = port.to_string();
+    let nodes = vec![
+        start_node(&redis, &[("REVERB_METRICS_PORT", port_text.as_str())]),
+        start_node(&redis, &[]),
+    ];
+    form_cluster(&nodes);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut on_a = subscriber(a, "news");
+    let mut on_b = subscriber(b, "news");
+    wait_connections_everywhere(&nodes, 2, SYNC_DEADLINE);
+    let mut watch = redis.subscriber("reverb");
+    a.trigger("news", "e", "real");
+    expect_once(&mut on_a, &event_text("e", "real", "news"));
+    expect_once(&mut on_b, &event_text("e", "real", "news"));
+    let real = String::from_utf8(next_of_type(&mut watch, "event")).expect("UTF-8");
+    let logs: Vec<usize> = nodes.iter().map(|n| n.stderr_text().len()).collect();
+
+    let ts = (unix_now() * 1000).to_string();
+    let forged_event = r#"{"v":1,"node":"evil","seq":1,"type":"event","app":"app-id","channels":["news"],"event":"e","data":"forged"}"#;
+    let fake_mac = format!(",\"ts\":{ts},\"mac\":\"{}\"}}", "0".repeat(64));
+    let guessed = Seal::new("reverb", Some("a guess"), []);
+    let forged: Vec<Vec<u8>> = vec![
+        forged_event.into(),
+        br#"{"v":1,"node":"evil","seq":2,"type":"restart"}"#.to_vec(),
+        format!(r#"{{"v":1,"node":"evil","seq":3,"type":"restart"{fake_mac}"#).into_bytes(),
+        guessed.seal(
+            br#"{"v":1,"node":"evil","seq":4,"type":"restart"}"#,
+            unix_now() as u64 * 1000,
+        ),
+        real.replace("\"real\"", "\"tampered\"").into_bytes(),
+    ];
+    for m in &forged {
+        assert_eq!(redis.publish("reverb", m), 3, "both nodes and the watcher");
+    }
+    // the signed original again: B has delivered it (A published it)
+    assert_eq!(redis.publish("reverb", real.as_bytes()), 3);
+    on_a.expect_silence(SILENCE);
+    on_b.expect_silence(SILENCE);
+    for (node, offset) in nodes.iter().zip(&logs) {
+        wait_stderr(
+            node,
+            *offset,
+            "refused a message on the Redis channel",
+            SYNC_DEADLINE,
+        );
+        // no restart was begun (the subscribers' silence says so too)
+        let log = stderr_since(node, *offset);
+        assert!(!log.contains("restart signal received"), "{log}");
+    }
+    let text = metrics(a, port);
+    // the tampered event still starts as A's own messages do: A skips it as
+    // its own echo without reading it, B refuses it
+    assert_eq!(
+        metric(&text, "revurb_redis_refused_total"),
+        Some(4),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "revurb_cluster_nodes"), Some(2), "{text}");
+
+    // a message signed as revurb-scaling(7) says, with the key every node
+    // derives from its apps, is taken: the documented format is the real one
+    let seal = Seal::new("reverb", None, [&App::new(APP_ID, APP_KEY, APP_SECRET)]);
+    let outsider = r#"{"v":1,"node":"documented","seq":1,"type":"event","app":"app-id","channels":["news"],"event":"e","data":"signed by the book"}"#;
+    redis.publish(
+        "reverb",
+        &seal.seal(outsider.as_bytes(), unix_now() as u64 * 1000),
+    );
+    expect_once(&mut on_a, &event_text("e", "signed by the book", "news"));
+    expect_once(&mut on_b, &event_text("e", "signed by the book", "news"));
+
+    // and the cluster's own traffic still flows both ways
+    a.trigger("news", "e", "from A");
+    expect_once(&mut on_a, &event_text("e", "from A", "news"));
+    expect_once(&mut on_b, &event_text("e", "from A", "news"));
+    b.trigger("news", "e", "from B");
+    expect_once(&mut on_a, &event_text("e", "from B", "news"));
+    expect_once(&mut on_b, &event_text("e", "from B", "news"));
+}
+
+#[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
+fn cluster_nodes_with_another_scaling_secret_do_not_hear_each_other() {
+    let redis = start_redis();
+    let secret = [("REVERB_SCALING_SECRET", "the cluster's own")];
+    let nodes = vec![start_node(&redis, &secret), start_node(&redis, &secret)];
+    form_cluster(&nodes);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let stranger = start_node(&redis, &[("REVERB_SCALING_SECRET", "another")]);
+    let mut on_b = subscriber(b, "news");
+    let mut on_stranger = subscriber(&stranger, "news");
+    wait_connections_everywhere(&nodes, 1, SYNC_DEADLINE);
+    a.trigger("news", "e", "inside");
+    expect_once(&mut on_b, &event_text("e", "inside", "news"));
+    on_stranger.expect_silence(SILENCE);
+    stranger.trigger("news", "e", "outside");
+    expect_once(&mut on_stranger, &event_text("e", "outside", "news"));
+    on_b.expect_silence(SILENCE);
+    wait_stderr(&stranger, 0, "signed with another key", SYNC_DEADLINE);
+    assert!(!stranger.stderr_text().contains("the cluster's own"));
+    assert_eq!(
+        stranger.connections(),
+        1,
+        "the others' connections are not counted"
+    );
+    assert_eq!(a.connections(), 1);
 }

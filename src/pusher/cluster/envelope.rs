@@ -5,6 +5,10 @@
 //! a secret (port decisions, "Horizontal scaling"). revurb nodes talk only to
 //! each other: Reverb's PHP-serialised envelope is not understood.
 //!
+//! On the wire the object also ends with `"ts"` and `"mac"`, the signature
+//! (`seal`), which is checked and taken off before a message is decoded
+//! here.
+//!
 //! `node` is a random id chosen at start; a node ignores its own messages.
 //! `seq` grows by one per message of a node, so a message re-sent after a
 //! Redis reconnect that had in fact arrived is recognised and dropped.

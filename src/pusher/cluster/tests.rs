@@ -130,8 +130,7 @@ fn api_event_reaches_every_node_once_and_the_echo_is_ignored() {
     );
     // the echo Redis gives the publisher (already fed by the pump) delivered
     // nothing; once more by hand to be sure
-    let now = sim.now;
-    sim.hub(A).remote(now, msg.as_bytes());
+    sim.remote(A, msg.as_bytes());
     assert_eq!(sim.drain(), vec![]);
     assert_eq!(sim.hub(A).cluster().unwrap().duplicates, 0);
     assert_eq!(sim.hub(A).cluster().unwrap().bad_messages, 0);
@@ -873,8 +872,8 @@ fn a_message_delivered_twice_is_delivered_once() {
     assert_eq!(sim.drain(), vec![o((B, 2), &event("e", "d", "news"))]);
     let ev = sim.last_wire(A, "event");
     let now = sim.now;
-    sim.hub(B).remote(now, ev.as_bytes());
-    sim.hub(B).remote(now, ev.as_bytes());
+    sim.remote(B, ev.as_bytes());
+    sim.remote(B, ev.as_bytes());
     assert_eq!(sim.drain(), vec![]);
     assert_eq!(sim.nodes[B].hub.cluster().unwrap().duplicates, 2);
 
@@ -888,7 +887,7 @@ fn a_message_delivered_twice_is_delivered_once() {
     assert_eq!(sim.drain(), vec![o((B, 2), &event("e2", "d", "news"))]);
     let first = sim.wire[first.unwrap()].1.clone();
     assert_eq!(first, ev);
-    sim.hub(B).remote(now, first.as_bytes());
+    sim.remote(B, first.as_bytes());
     assert_eq!(sim.drain(), vec![]);
     assert_eq!(sim.nodes[B].hub.cluster().unwrap().duplicates, 3);
 
@@ -903,7 +902,7 @@ fn a_message_delivered_twice_is_delivered_once() {
         )]
     );
     let whisper = sim.last_wire(A, "client");
-    sim.hub(B).remote(now, whisper.as_bytes());
+    sim.remote(B, whisper.as_bytes());
     assert_eq!(sim.drain(), vec![]);
     sim.hub(A).terminate_user(now, 0, "3");
     sim.pump();
@@ -920,14 +919,14 @@ fn a_message_delivered_twice_is_delivered_once() {
     sim.pump();
     sim.drain();
     let terminate = sim.last_wire(A, "terminate");
-    sim.hub(B).remote(now, terminate.as_bytes());
+    sim.remote(B, terminate.as_bytes());
     assert_eq!(sim.drain(), vec![], "user 3's new connection stays");
     assert_eq!(sim.nodes[B].hub.cluster().unwrap().duplicates, 5);
 
     // presence updates are not re-sent, so they carry no such check; a join
     // seen twice is harmless
     let join = sim.last_wire(A, "join");
-    sim.hub(B).remote(now, join.as_bytes());
+    sim.remote(B, join.as_bytes());
     assert_eq!(sim.drain(), vec![]);
     assert_eq!(sim.nodes[B].hub.cluster().unwrap().bad_messages, 0);
 }
@@ -937,11 +936,10 @@ fn a_message_delivered_twice_is_delivered_once() {
 #[test]
 fn what_the_channel_can_make_a_node_remember_is_bounded() {
     let mut sim = Sim::cluster(1);
-    let now = sim.now;
     // a flood of made-up nodes stops at MAX_NODES
     for i in 0..MAX_NODES + 10 {
         let hb = Envelope::new(&format!("fake{i}"), 1, Body::Heartbeat).encode();
-        sim.hub(A).remote(now, &hb);
+        sim.remote(A, &hb);
     }
     assert_eq!(sim.hub(A).cluster_nodes(), MAX_NODES);
     assert_eq!(sim.hub(A).cluster().unwrap().bad_messages, 11);
@@ -950,10 +948,10 @@ fn what_the_channel_can_make_a_node_remember_is_bounded() {
     // counts for an app this node does not have, or channel names no client
     // could use, are not kept
     let mut sim = Sim::cluster(1);
-    let counts = |app: &str, name: &str| {
+    let counts = |seq, app: &str, name: &str| {
         Envelope::new(
             "other",
-            1,
+            seq,
             Body::Counts {
                 app: app.into(),
                 connections: 7,
@@ -962,10 +960,10 @@ fn what_the_channel_can_make_a_node_remember_is_bounded() {
         )
         .encode()
     };
-    sim.hub(A).remote(now, &counts("no-such-app", "news"));
+    sim.remote(A, &counts(1, "no-such-app", "news"));
     assert_eq!(sim.connections(A), 0);
     assert_eq!(sim.channels_on(A, &[]), "{}");
-    sim.hub(A).remote(now, &counts(APP_ID, "bad name!"));
+    sim.remote(A, &counts(2, APP_ID, "bad name!"));
     assert_eq!(sim.connections(A), 7);
     assert_eq!(sim.channels_on(A, &[]), "{}");
     // members for a channel that is not a presence channel are not kept
@@ -981,8 +979,8 @@ fn what_the_channel_can_make_a_node_remember_is_bounded() {
             cache: BTreeMap::new(),
         },
     );
-    let state = Envelope::new("other", 2, Body::State { apps, reply: false }).encode();
-    sim.hub(A).remote(now, &state);
+    let state = Envelope::new("other", 3, Body::State { apps, reply: false }).encode();
+    sim.remote(A, &state);
     assert_eq!(sim.users(A, "news"), Err(400));
     assert_eq!(
         sim.info_on(A, "news", &["subscription_count"]),
@@ -1001,7 +999,6 @@ fn bad_messages_are_counted_and_ignored() {
     sim.join((A, 1), ROOM, Some(&member("1", "A")));
     sim.pump();
     sim.drain();
-    let now = sim.now;
 
     let undecodable: [&[u8]; 5] = [
         b"garbage",
@@ -1011,7 +1008,7 @@ fn bad_messages_are_counted_and_ignored() {
         b"\xff\xfe",
     ];
     for bad in undecodable {
-        sim.hub(A).remote(now, bad);
+        sim.remote(A, bad);
     }
     assert_eq!(sim.nodes[A].hub.cluster().unwrap().bad_messages, 5);
     assert_eq!(sim.nodes[A].hub.cluster_nodes(), 2);
@@ -1075,7 +1072,7 @@ fn bad_messages_are_counted_and_ignored() {
         Envelope::new("node0", 999, Body::Restart).encode(),
     ];
     for m in &msgs {
-        sim.hub(A).remote(now, m);
+        sim.remote(A, m);
     }
     assert_eq!(sim.drain(), vec![]);
     assert_eq!(sim.nodes[A].hub.cluster().unwrap().bad_messages, 5);
@@ -1161,8 +1158,7 @@ fn a_restart_message_is_taken_once() {
     let mut sim = Sim::cluster(2);
     let msg = Envelope::new("revurb-cli", 1, Body::Restart).encode();
     assert!(!sim.take_restart(A));
-    let now = sim.now;
-    sim.hub(A).remote(now, &msg);
+    sim.remote(A, &msg);
     assert!(sim.take_restart(A));
     assert!(!sim.take_restart(A));
     assert!(!sim.take_restart(B));
@@ -1170,7 +1166,7 @@ fn a_restart_message_is_taken_once() {
     // for its state, and a second restart simply asks again (the shutdown
     // it starts is idempotent)
     let nodes = sim.hub(A).cluster_nodes();
-    sim.hub(A).remote(now, &msg);
+    sim.remote(A, &msg);
     assert!(sim.take_restart(A));
     assert_eq!(sim.hub(A).cluster_nodes(), nodes);
     assert!(sim.poll_publish(A).is_none());
@@ -1336,7 +1332,9 @@ fn send_to_user_reaches_a_signed_in_user_on_another_node() {
 // other nodes (which still have the app) must stop counting them.
 #[test]
 fn removing_an_app_on_reload_clears_its_counts_on_the_other_nodes() {
-    let mut sim = Sim::cluster(2);
+    // a dedicated secret: with a key derived from the apps, B would leave
+    // the cluster (`a_reload_that_changes_the_apps_changes_the_derived_key`)
+    let mut sim = Sim::build_keyed(2, |_| vec![app()], Some("bus secret"));
     sim.connect((A, 1));
     sim.join((A, 1), ROOM, Some(&member("1", "A")));
     sim.connect((B, 2));
@@ -1562,9 +1560,209 @@ fn a_node_that_says_goodbye_is_forgotten_at_once() {
         assert_eq!(sim.nodes[node].hub.cluster_nodes(), 2);
         assert_eq!(sim.connections(node), 2);
     }
+    // its state replayed does not bring it, or its member, back
+    let state = sim.last_sealed(B, "state");
+    sim.remote_raw(A, &state);
+    assert_eq!(sim.nodes[A].hub.cluster_nodes(), 2);
+    assert_eq!(sim.drain(), vec![]);
     // nothing is heard from it afterwards, and nothing times out later
     assert!(sim.poll_publish(B).is_none());
     sim.nodes[B].running = false;
     sim.advance_to(2 * TIMEOUT);
     assert_eq!(sim.drain(), vec![]);
+}
+
+// ---- 14. a signed bus ------------------------------------------------------------
+
+/// An event for "news" of the test app from a node calling itself `node`.
+fn event_from(node: &str, seq: u64, data: &str) -> Vec<u8> {
+    let body = Body::Event {
+        app: APP_ID.into(),
+        channels: vec!["news".into()],
+        event: "e".into(),
+        data: data.into(),
+        socket_id: None,
+    };
+    Envelope::new(node, seq, body).encode()
+}
+
+fn refused(sim: &Sim, node: usize) -> u64 {
+    sim.nodes[node].hub.cluster().unwrap().refused
+}
+
+/// Two nodes, B with a subscriber of "news" in slot 2.
+fn news_on_b() -> Sim {
+    let mut sim = Sim::cluster(2);
+    sim.connect((B, 2));
+    sim.join((B, 2), "news", None);
+    sim.pump();
+    sim.drain();
+    sim
+}
+
+#[test]
+fn unsigned_and_wrongly_signed_messages_are_refused() {
+    let mut sim = news_on_b();
+    let unix = sim.unix();
+    let guessed = Seal::new(CHANNEL, Some("a guess"), []);
+    let other_channel = Seal::new("other-channel", None, [&app()]);
+    let other_secret = Seal::new(CHANNEL, None, [&App::new(APP_ID, KEY, "not the secret")]);
+    let restart = |seq| Envelope::new("evil", seq, Body::Restart).encode();
+    let forged = [
+        event_from("evil", 1, "unsigned"),
+        guessed.seal(&event_from("evil", 2, "guessed"), unix),
+        other_channel.seal(&event_from("evil", 3, "other channel"), unix),
+        other_secret.seal(&event_from("evil", 4, "other secret"), unix),
+        restart(5),
+        guessed.seal(&restart(6), unix),
+        other_secret.seal(&restart(7), unix),
+    ];
+    for m in &forged {
+        sim.remote_raw(B, m);
+    }
+    assert_eq!(sim.drain(), vec![]);
+    assert!(!sim.take_restart(B), "no restart");
+    assert_eq!(refused(&sim, B), forged.len() as u64);
+    assert_eq!(sim.hub(B).cluster_nodes(), 2, "no node was made up");
+    assert!(
+        sim.poll_publish(B).is_none(),
+        "nobody was asked for a state"
+    );
+    assert_eq!(sim.hub(B).cluster().unwrap().bad_messages, 0);
+
+    // the nodes' own traffic still flows
+    sim.trigger_on(A, &["news"], "e", "real", None);
+    sim.pump();
+    assert_eq!(sim.drain(), vec![o((B, 2), &event("e", "real", "news"))]);
+    assert_eq!(refused(&sim, B), forged.len() as u64);
+}
+
+#[test]
+fn a_tampered_message_is_refused() {
+    let mut sim = news_on_b();
+    sim.trigger_on(A, &["news"], "e", "real", None);
+    sim.pump();
+    assert_eq!(sim.drain(), vec![o((B, 2), &event("e", "real", "news"))]);
+    let real = String::from_utf8(sim.last_sealed(A, "event")).unwrap();
+    let seq = envelope(&real)["seq"].as_u64().unwrap();
+    let ts = envelope(&real)["ts"].as_u64().unwrap();
+    let tampered = [
+        real.replace("\"real\"", "\"fake\""),
+        // a higher seq would get past the duplicate rule
+        real.replace(&format!("\"seq\":{seq}"), &format!("\"seq\":{}", seq + 1)),
+        // a later time would get past the time window
+        real.replace(&format!("\"ts\":{ts}"), &format!("\"ts\":{}", ts + 60_000)),
+        real.replace("\"news\"", "\"private-x\""),
+    ];
+    for t in &tampered {
+        assert_ne!(t, &real);
+        sim.remote_raw(B, t.as_bytes());
+    }
+    assert_eq!(sim.drain(), vec![]);
+    assert_eq!(refused(&sim, B), tampered.len() as u64);
+}
+
+#[test]
+fn a_replayed_message_is_not_delivered_again() {
+    let mut sim = Sim::cluster(3);
+    sim.connect((B, 2));
+    sim.join((B, 2), "news", None);
+    sim.connect((B, 3));
+    sim.join((B, 3), ROOM, Some(&member("3", "B")));
+    sim.connect((C, 4));
+    sim.join((C, 4), ROOM, Some(&member("4", "C")));
+    sim.pump();
+    sim.drain();
+    sim.trigger_on(A, &["news"], "e", "once", None);
+    sim.pump();
+    assert_eq!(sim.drain(), vec![o((B, 2), &event("e", "once", "news"))]);
+
+    // a delivery: the seq rule
+    let ev = sim.last_sealed(A, "event");
+    sim.remote_raw(B, &ev);
+    assert_eq!(sim.drain(), vec![]);
+    // a presence change, which is never re-sent, replayed after the leave
+    let join = sim.last_sealed(C, "join");
+    sim.close((C, 4));
+    sim.pump();
+    assert_eq!(sim.drain(), vec![o((B, 3), &removed(ROOM, "4"))]);
+    sim.remote_raw(B, &join);
+    assert_eq!(sim.drain(), vec![], "no member_added for a user who left");
+    assert_eq!(sim.info_on(B, ROOM, &["user_count"]), r#"{"user_count":1}"#);
+    // a dead node's state does not bring it, or its members, back
+    let state = sim.last_sealed(C, "state");
+    sim.nodes[C].running = false;
+    let t = sim.now + TIMEOUT + 1;
+    sim.advance_to(t);
+    assert_eq!(sim.hub(B).cluster_nodes(), 2);
+    sim.remote_raw(B, &state);
+    assert_eq!(sim.hub(B).cluster_nodes(), 2);
+    assert_eq!(sim.drain(), vec![]);
+    assert_eq!(refused(&sim, B), 0, "all caught by the seq rules so far");
+
+    // once older than the time window, refused before it is read
+    let t = sim.now + MAX_SKEW_MS;
+    sim.advance_to(t);
+    sim.remote_raw(B, &ev);
+    sim.remote_raw(B, &state);
+    assert_eq!(sim.drain(), vec![]);
+    assert_eq!(refused(&sim, B), 2);
+    assert_eq!(sim.hub(B).cluster_nodes(), 2);
+    // and so is one signed too far ahead (a clock out of step)
+    let ahead = sim.nodes[B].hub.cluster().unwrap().seal();
+    let m = ahead.seal(&event_from("ahead", 1, "x"), sim.unix() + MAX_SKEW_MS + 1);
+    sim.remote_raw(B, &m);
+    assert_eq!(sim.drain(), vec![]);
+    assert_eq!(refused(&sim, B), 3);
+}
+
+#[test]
+fn a_restart_replayed_to_a_node_started_after_it_is_refused() {
+    let mut sim = Sim::cluster(2);
+    let restart = sim.sign(A, &Envelope::new("restart-1", 1, Body::Restart).encode());
+    sim.remote_raw(A, &restart);
+    assert!(sim.take_restart(A));
+    // A's supervisor starts it again: a new node, that never saw it
+    sim.advance(1000);
+    let t = sim.now;
+    let mut fresh = Hub::new(vec![app()], 7, false);
+    fresh.enable_cluster("node0-again".into(), TIMEOUT, bus(t));
+    fresh.cluster_link(t, true);
+    let restarts = |hub: &mut Hub| {
+        std::iter::from_fn(|| hub.poll_output())
+            .filter(|o| matches!(o, Output::Restart))
+            .count()
+    };
+    fresh.remote(t, sim.unix(), &restart);
+    assert_eq!(restarts(&mut fresh), 0);
+    assert_eq!(fresh.cluster().unwrap().refused, 1);
+    // `revurb restart` run again now is taken
+    let again = sim.sign(A, &Envelope::new("restart-2", 1, Body::Restart).encode());
+    fresh.remote(t, sim.unix(), &again);
+    assert_eq!(restarts(&mut fresh), 1);
+}
+
+#[test]
+fn a_reload_that_changes_the_apps_changes_the_derived_key() {
+    let mut sim = news_on_b();
+    let apps = vec![app(), App::new("2", "key2", "secret2")];
+    let now = sim.now;
+    sim.hub(A).reload_apps(now, apps.clone());
+    sim.pump();
+    assert_eq!(refused(&sim, B), 1, "A's state after the reload");
+    sim.trigger_on(A, &["news"], "e", "apart", None);
+    sim.pump();
+    assert_eq!(sim.drain(), vec![], "B no longer hears A");
+    assert_eq!(refused(&sim, B), 2);
+
+    // once B has the same apps they hear each other again
+    sim.hub(B).reload_apps(now, apps);
+    sim.pump();
+    sim.trigger_on(A, &["news"], "e", "together", None);
+    sim.pump();
+    assert_eq!(
+        sim.drain(),
+        vec![o((B, 2), &event("e", "together", "news"))]
+    );
+    assert_eq!(sim.hub(A).cluster_nodes(), 2);
 }
