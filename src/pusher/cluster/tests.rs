@@ -1766,3 +1766,19 @@ fn a_reload_that_changes_the_apps_changes_the_derived_key() {
     );
     assert_eq!(sim.hub(A).cluster_nodes(), 2);
 }
+
+#[test]
+fn a_delivery_held_longer_than_the_time_window_is_still_taken() {
+    let mut sim = news_on_b();
+    sim.link_down(A);
+    sim.trigger_on(A, &["news"], "e", "held", None);
+    let t = sim.now + MAX_SKEW_MS + TIMEOUT;
+    sim.advance_to(t);
+    assert_eq!(sim.hub(B).cluster_nodes(), 1, "B gave up on A");
+    sim.link_up(A);
+    sim.pump();
+    // signed as it finally goes, not when it was made
+    assert_eq!(sim.drain(), vec![o((B, 2), &event("e", "held", "news"))]);
+    assert_eq!(refused(&sim, B), 0);
+    assert_eq!(sim.hub(B).cluster_nodes(), 2);
+}
