@@ -115,9 +115,10 @@
 //!    outputs (publish, backlog gate, restart) go to
 //!    `event_loop::cluster::Scaling::output`. At the end of the turn
 //!    `event_loop::Server::flush_dirty` writes each connection that has
-//!    output, once, with one `writev` ([`conn::Conn::flush`]). A queue past
-//!    `write_queue_limit` is dropped and the client kicked with 4100
-//!    ([`pusher::Hub::kick`]).
+//!    output, once, with one `writev` ([`conn::Conn::flush`]). A queue still
+//!    past `write_queue_limit` behind the message being written once the
+//!    socket has taken what it can (`event_loop::Server::check_backlog`)
+//!    is dropped and the client kicked with 4100 ([`pusher::Hub::kick`]).
 //! 9. **Timers.** Each turn, `event_loop::Server::turn` calls
 //!    [`pusher::Hub::handle_timeout`], which does only what is due: a
 //!    connection silent for `ping_interval` is pinged, and pruned with 4201
