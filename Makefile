@@ -6,7 +6,7 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 # The development app `make run` serves (pusher-js: key app-key, host 127.0.0.1, port 8080).
 DEV_ENV := REVERB_APP_ID=app-id REVERB_APP_KEY=app-key REVERB_APP_SECRET=app-secret
 
-.PHONY: build run test unit interop lint static install clean bench bench-instructions soak
+.PHONY: build run test unit interop lint static install clean bench bench-instructions soak fuzz
 
 build:
 	$(CARGO) build --release
@@ -109,3 +109,19 @@ soak:
 	  { echo; cat benches/soak.md; } >> benches/RESULTS.md; fi
 	@cat benches/soak.md
 	@grep -q '"ok":true' benches/soak.json
+
+# Fuzzing (issue 11; needs the nightly toolchain and cargo-fuzz:
+# `cargo +nightly install cargo-fuzz --locked`): run each target of fuzz/ for
+# FUZZ_SECONDS, starting from its seeds in fuzz/corpus/<target>/ (what it
+# finds there is kept locally, not committed). A crash stops the run and
+# leaves its input in fuzz/artifacts/<target>/; each one found becomes a
+# regression test in the normal test suite. FUZZ_TARGETS picks some.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(shell sed -n 's/^name = "\(.*\)"/\1/p' fuzz/Cargo.toml | grep -v '^revurb-fuzz$$')
+
+fuzz:
+	cargo +nightly fuzz build
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+	  cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
