@@ -429,17 +429,7 @@ pub fn run(o: &Opts, deadline: Instant) -> Result<Value, String> {
     let first_sub = if o.local_too { 0 } else { 1 };
     let mut b = r.bench(addrs[0], o.channels, false)?;
     b.set_targets(addrs.clone(), (first_sub..o.nodes).collect());
-    for _ in 0..o.publishers {
-        b.open_http(false);
-    }
-    let ready = r.connect(&mut b, o.n, o.channels, false, o.conn_rate);
-    let (subscribed, _) = b.subscribed();
-    if !ready {
-        b.note(format!(
-            "setup incomplete: {subscribed} of {} subscribed",
-            o.n
-        ));
-    }
+    let (ready, subscribed) = r.open_publishers_and_subscribers(&mut b);
     let subs_on = |b: &crate::engine::Bench, k: usize| {
         b.ws.iter()
             .filter(|w| w.target == k && w.sub_after.is_some())

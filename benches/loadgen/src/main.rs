@@ -583,6 +583,26 @@ impl Run<'_> {
     }
 
     /// Open `n` clients over `groups` (normal or slow) and wait until all are set up.
+    /// The steady set of the fan-out modes: `--publishers` keep-alive API
+    /// connections, then `--n` subscribers over `--channels`; a shortfall is
+    /// noted in the report instead of failing the run. Returns whether all
+    /// subscribed, and how many did.
+    fn open_publishers_and_subscribers(&self, b: &mut Bench) -> (bool, usize) {
+        let o = self.o;
+        for _ in 0..o.publishers {
+            b.open_http(false);
+        }
+        let ready = self.connect(b, o.n, o.channels, false, o.conn_rate);
+        let (subscribed, _) = b.subscribed();
+        if !ready {
+            b.note(format!(
+                "setup incomplete: {subscribed} of {} subscribed",
+                o.n
+            ));
+        }
+        (ready, subscribed)
+    }
+
     fn connect(&self, b: &mut Bench, n: usize, groups: usize, slow: bool, rate: f64) -> bool {
         b.conn_plan = Some(ConnPlan {
             start: Instant::now(),
@@ -721,17 +741,7 @@ fn merge(into: &mut Value, from: Value) {
 fn mode_fanout(r: &Run, addr: SocketAddr) -> Result<Value, String> {
     let o = r.o;
     let mut b = r.bench(addr, o.channels, false)?;
-    for _ in 0..o.publishers {
-        b.open_http(false);
-    }
-    let ready = r.connect(&mut b, o.n, o.channels, false, o.conn_rate);
-    let (subscribed, _) = b.subscribed();
-    if !ready {
-        b.note(format!(
-            "setup incomplete: {subscribed} of {} subscribed",
-            o.n
-        ));
-    }
+    let (ready, subscribed) = r.open_publishers_and_subscribers(&mut b);
     let mut rep = json!({
         "subscribers": subscribed,
         "channels": o.channels,

@@ -536,17 +536,7 @@ pub fn mode_soak(r: &Run, addr: SocketAddr) -> Result<Value, String> {
     let rss_start = r.rss();
     let fds_start = r.pid.and_then(read_fds);
     let mut b = r.bench(addr, o.channels, false)?;
-    for _ in 0..o.publishers {
-        b.open_http(false);
-    }
-    let ready = r.connect(&mut b, o.n, o.channels, false, o.conn_rate);
-    let (subscribed, _) = b.subscribed();
-    if !ready {
-        b.note(format!(
-            "setup incomplete: {subscribed} of {} subscribed",
-            o.n
-        ));
-    }
+    let (ready, subscribed) = r.open_publishers_and_subscribers(&mut b);
     let rss_steady = r.rss();
     let fds_steady = r.pid.and_then(read_fds);
     // Churn.
