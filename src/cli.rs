@@ -16,6 +16,12 @@ pub enum Command {
     /// Make the running server (found through its pid file) close every
     /// connection with 4200 and exit, so its supervisor starts it again.
     Restart,
+    /// Make the running server re-execute its binary, handing over every
+    /// connection (issue 14).
+    Upgrade,
+    /// Hidden: what the server runs on the new binary before an upgrade
+    /// (`crate::upgrade::check`).
+    UpgradeCheck,
     /// Print the effective configuration and where each value came from.
     Config,
     Help,
@@ -97,12 +103,13 @@ pub const GLOBAL_FLAGS: &[(&str, &str)] = &[
 pub fn usage() -> String {
     let mut s = String::from(
         "revurb: a Pusher-protocol WebSocket server (a port of Laravel Reverb)\n\n\
-         Usage:\n  revurb start [OPTIONS]\n  revurb restart [--pid-file FILE]\n  revurb config [OPTIONS]\n  revurb --help\n  revurb --version\n\n\
+         Usage:\n  revurb start [OPTIONS]\n  revurb restart [--pid-file FILE]\n  revurb upgrade [--pid-file FILE]\n  revurb config [OPTIONS]\n  revurb --help\n  revurb --version\n\n\
          Commands:\n  start    run the server in the foreground\n  \
          restart  make the running server close every connection with 4200 and exit 0\n  \
+         upgrade  make the running server re-execute its binary, keeping every connection\n  \
          config   print the effective configuration (secrets masked) and where each value came from\n  \
          help     print this help\n  version  print the version\n\n\
-         Options for start, restart and config:\n",
+         Options for start, restart, upgrade and config:\n",
     );
     let left = |flag: &str, value: &str| {
         if value.is_empty() {
@@ -175,6 +182,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
                     Some("start") => Command::Start,
                     Some("config") => Command::Config,
                     Some("restart") => Command::Restart,
+                    Some("upgrade") => Command::Upgrade,
+                    Some(crate::upgrade::CHECK_COMMAND) => Command::UpgradeCheck,
                     Some("help") => Command::Help,
                     Some("version") => Command::Version,
                     _ => return Err(format!("unknown command {v:?}; try `revurb --help`")),

@@ -1,5 +1,6 @@
 //! The only module that calls mio: one `Poll`, the listeners, the client
-//! sockets, the Redis sockets (`cluster`, `redis_link`), signals and timers.
+//! sockets, the Redis sockets (`cluster`, `redis_link`), the webhook
+//! client's sockets (`webhook`), signals and timers.
 //! It moves bytes and carries out decisions made elsewhere: routing is
 //! [`crate::router`]'s, the Pusher protocol is [`crate::pusher::Hub`]'s, the
 //! publish policy of scaling is [`crate::scaling`]'s, the `restart` command
@@ -29,7 +30,9 @@
 //!    messages, pings, pongs and closes to the hub. The hub's outputs come
 //!    out of one door, `Hub::poll_output`, which `drain_hub` empties after
 //!    every input: `Send` queues a shared frame (`queue`), `Close` starts
-//!    closing (`close_ws`), the cluster's outputs go to `cluster::Scaling`.
+//!    closing (`close_ws`), the cluster's outputs go to `cluster::Scaling`,
+//!    a `Webhook` to `delivery::Delivery` (the dispatcher's queues; the
+//!    requests leave in `turn`, on the transport's own sockets).
 //!    `flush_dirty` writes every connection with queued bytes once per turn.
 //! 5. **Closing.** `close_ws` queues a close frame; `begin_close` moves the
 //!    connection to `Phase::Closing` with a close deadline. Once its queue
@@ -62,10 +65,23 @@
 //!   does not match the connection's current phase deadline is skipped;
 //!   the poll timeout is the earliest of the loop's, the hub's and the
 //!   Redis links' deadlines.
-//! - Shutdown (SIGTERM, SIGINT, or a restart over Redis): stop accepting,
-//!   close every WebSocket with 4200 and every HTTP connection, and exit
-//!   once they are gone or `SHUTDOWN_GRACE_MS` has passed. SIGHUP re-reads
-//!   the apps (`reload`).
+//! - A stop drains first (SIGTERM, `revurb restart`, a restart over
+//!   Redis; `begin_stop`): the WebSockets are closed with 4200 one after
+//!   another, evenly over `drain_window`, by `begin_drain` and the
+//!   schedule of [`drain`] (its docs tell how, and how another caller
+//!   drains some connections and goes on serving). Meanwhile the listener
+//!   stays open so that `/up` and new upgrades are answered 503 (the
+//!   router's `draining`), and each turn's `drain_turn` closes what is due;
+//!   the drain's next close is in the poll timeout.
+//! - Shutdown (the end of a drain, SIGINT, or SIGTERM during a drain;
+//!   `begin_shutdown`): stop accepting, close every WebSocket left with
+//!   4200 and every HTTP connection, and exit
+//!   once they are gone (and no webhook request can still go out) or
+//!   `SHUTDOWN_GRACE_MS` has passed; webhook events still waiting then are
+//!   dropped, counted and logged. SIGHUP re-reads the apps (`reload`) and
+//!   their webhooks. SIGUSR2 upgrades in place (`upgrade`: the preflight,
+//!   the drain of what cannot be handed over, the exec, and `resume` in
+//!   the new image).
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -73,7 +89,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::cli::Flags;
@@ -87,12 +103,20 @@ use crate::websocket::{self, Event, Step};
 use crate::{log_debug, log_error, log_info, log_warn};
 
 mod cluster;
+mod delivery;
+pub mod drain;
 mod redis_link;
 mod slab;
 mod timers;
+mod upgrade;
+pub mod webhook;
 
+use delivery::Delivery;
+pub use drain::AfterDrain;
+use drain::Spread;
 use slab::Slab;
 use timers::Timers;
+pub use upgrade::resume;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -114,6 +138,10 @@ const CLOSE_MAX_MS: u64 = 30_000;
 const SHUTDOWN_GRACE_MS: u64 = 2_000;
 /// Pause accepting this long when out of file descriptors.
 const ACCEPT_BACKOFF_MS: u64 = 100;
+/// Most TLS handshakes in progress at once (each holds about 10 KB of
+/// rustls state until it completes); further callers wait in the
+/// listener's backlog until one finishes or is dropped.
+pub const MAX_HANDSHAKES: usize = 256;
 
 pub struct Server {
     poll: Poll,
@@ -140,28 +168,62 @@ pub struct Server {
     scratch: Vec<u8>,
     start: Instant,
     accept_paused_until: Option<u64>,
+    /// TLS handshakes in progress (connections with `Conn::in_handshake`).
+    handshakes: usize,
+    /// Accepting stopped at `MAX_HANDSHAKES`; resumed in `turn`.
+    accept_waiting: bool,
     shutting_down: Option<u64>,
+    /// The drain under way, if any: its schedule and what follows it.
+    drain: Option<(Spread, AfterDrain)>,
     scaling: Option<cluster::Scaling>,
+    /// Webhooks: the dispatcher and the transport's sockets.
+    delivery: Delivery,
+    /// An upgrade under way (`upgrade`): the preflight, then the drain of
+    /// what cannot be handed over.
+    upgrade: Option<upgrade::Upgrade>,
+    /// The path the binary was started from, resolved at start: what an
+    /// upgrade executes.
+    exe: Option<std::path::PathBuf>,
 }
 
 /// Bind the listeners and build the server; the caller prints the address.
 pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
+    let addr = cfg.bind_addr();
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    assemble(cfg, flags, listener, None, Instant::now(), None)
+}
+
+/// Build the server around its main listener: the poll, the signals, the
+/// metrics listener (`metrics`, handed over by an upgrade, or bound now),
+/// the pid file, the hub, webhooks and scaling. `start` is the loop
+/// clock's origin; `node` keeps the cluster identity of an upgrade.
+fn assemble(
+    cfg: Config,
+    flags: Flags,
+    mut listener: TcpListener,
+    metrics: Option<TcpListener>,
+    start: Instant,
+    node: Option<String>,
+) -> io::Result<Server> {
     let tls = match &cfg.tls {
         Some(files) => Some(crate::tls::server_config(files).map_err(io::Error::other)?),
         None => None,
     };
-    let addr = cfg.bind_addr();
-    let mut listener = TcpListener::bind(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let poll = Poll::new()?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2])?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)?;
-    let metrics_listener = match cfg.metrics {
-        None => None,
-        Some(addr) => bind_metrics(addr, &poll)?,
+    let metrics_listener = match (cfg.metrics, metrics) {
+        (None, _) => None,
+        (Some(_), Some(mut l)) => {
+            poll.registry()
+                .register(&mut l, METRICS, Interest::READABLE)?;
+            Some(l)
+        }
+        (Some(addr), None) => bind_metrics(addr, &poll)?,
     };
     if let Some(p) = &cfg.pid_file {
         write_pid_file(p)?;
@@ -172,12 +234,18 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
         .unwrap_or(0)
         ^ (u64::from(std::process::id()) << 32);
     let mut hub = Hub::new(cfg.apps.clone(), seed, cfg.debug);
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let delivery = Delivery::new(unix_ms, &cfg.apps);
     let scaling = match &cfg.scaling {
         None => None,
-        Some(sc) => Some(cluster::Scaling::start(sc, seed, &mut hub)?),
+        Some(sc) => Some(cluster::Scaling::start(sc, seed, node, &mut hub)?),
     };
     Ok(Server {
         scaling,
+        delivery,
         poll,
         listener,
         metrics_listener,
@@ -192,9 +260,14 @@ pub fn bind(cfg: Config, flags: Flags) -> io::Result<Server> {
         dirty: Vec::new(),
         more_to_read: Vec::new(),
         scratch: vec![0; SCRATCH],
-        start: Instant::now(),
+        start,
         accept_paused_until: None,
+        handshakes: 0,
+        accept_waiting: false,
         shutting_down: None,
+        drain: None,
+        upgrade: None,
+        exe: crate::upgrade::start_path(),
     })
 }
 
@@ -280,6 +353,10 @@ impl Server {
                 let now = self.now();
                 self.redis_ready(now, token, readable, event.is_writable());
             }
+            token if Delivery::owns(token) => {
+                let now = self.now();
+                self.delivery.ready(now, self.poll.registry(), token);
+            }
             Token(t) => {
                 let Some(id) = self.conns.id_at(t - FIRST_CONN) else {
                     return; // dropped earlier in this batch
@@ -304,18 +381,29 @@ impl Server {
         for id in std::mem::take(&mut self.more_to_read) {
             self.read(id);
         }
+        if self.accept_waiting && self.handshakes < MAX_HANDSHAKES {
+            // handshakes finished: take the callers the backlog held
+            self.accept_waiting = false;
+            self.accept(Listener::Main);
+        }
         let now = self.now();
         self.expire(now);
         self.hub.handle_timeout(now);
         self.drain_hub();
+        self.drain_turn(now);
         self.redis_turn(now);
         self.drain_hub();
+        self.delivery.turn(now, self.poll.registry());
         self.flush_dirty();
+        if self.upgrade.is_some() {
+            self.upgrade_turn(now);
+        }
         let Some(since) = self.shutting_down else {
             return false;
         };
         let open = self.conns.len();
-        if open == 0 || now >= since + SHUTDOWN_GRACE_MS {
+        if (open == 0 && self.delivery.settled()) || now >= since + SHUTDOWN_GRACE_MS {
+            self.delivery.abandon();
             log_info!("shutdown complete ({open} connections still open were dropped)");
             return true;
         }
@@ -337,7 +425,10 @@ impl Server {
             self.hub.poll_timeout(),
             self.accept_paused_until,
             self.shutting_down.map(|s| s + SHUTDOWN_GRACE_MS),
+            self.drain.as_ref().and_then(|(d, _)| d.poll_timeout()),
             self.scaling.as_ref().map(cluster::Scaling::poll_timeout),
+            self.delivery.poll_timeout(),
+            self.upgrade_poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -384,6 +475,10 @@ impl Server {
         if listener == Listener::Metrics && self.metrics_listener.is_none() {
             return;
         }
+        if listener == Listener::Main && self.tls.is_some() && self.upgrade_draining() {
+            // the kernel's backlog holds them for the new process
+            return;
+        }
         if let Some(until) = self.accept_paused_until {
             if self.now() < until {
                 return;
@@ -391,6 +486,11 @@ impl Server {
             self.accept_paused_until = None;
         }
         loop {
+            if listener == Listener::Main && self.tls.is_some() && self.handshakes >= MAX_HANDSHAKES
+            {
+                self.accept_waiting = true;
+                return;
+            }
             let accepted = match (listener, &self.metrics_listener) {
                 (Listener::Metrics, Some(l)) => l.accept(),
                 _ => self.listener.accept(),
@@ -423,7 +523,7 @@ impl Server {
                 Ok(mut t) => {
                     // bound what rustls buffers; the rest waits in our queue
                     t.set_buffer_limit(Some(64 * 1024));
-                    Some(Box::new(t))
+                    Some(Box::new(crate::conn::Tls::new(t)))
                 }
                 Err(e) => {
                     log_warn!("cannot start a TLS session: {e}");
@@ -440,33 +540,149 @@ impl Server {
                 Interest::READABLE | Interest::WRITABLE,
             )?;
             let mut conn = Conn::new(stream, listener, deadline);
+            conn.in_handshake = tls.is_some();
             conn.tls = tls;
             Ok::<_, io::Error>(conn)
         });
         match added {
-            Ok(id) => self.arm_timer(id, deadline),
+            Ok(id) => {
+                if self.conns.get(id).is_some_and(|c| c.in_handshake) {
+                    self.handshakes += 1;
+                }
+                self.arm_timer(id, deadline)
+            }
             Err(e) => log_warn!("cannot register a new connection: {e}"),
         }
     }
 
     // ---- signals ------------------------------------------------------------
 
+    /// SIGTERM drains and stops (`begin_stop`); SIGINT, or SIGTERM during
+    /// a drain, stops at once; SIGHUP reloads.
     fn signal(&mut self) {
-        let mut stop = false;
+        let mut term = false;
+        let mut int = false;
         let mut reload = false;
+        let mut upgrade = false;
         for sig in self.signals.pending() {
             match sig {
-                SIGTERM | SIGINT => stop = true,
+                SIGTERM => term = true,
+                SIGINT => int = true,
                 SIGHUP => reload = true,
+                SIGUSR2 => upgrade = true,
                 _ => {}
             }
         }
-        if reload && !stop {
+        if upgrade && !term && !int {
+            self.begin_upgrade();
+        }
+        if reload && !term && !int {
             self.reload();
         }
-        if stop {
+        if int || (term && self.stopping()) {
             log_info!("signal received: closing every connection with 4200 and stopping");
             self.begin_shutdown();
+        } else if term {
+            self.begin_stop(false);
+        }
+    }
+
+    /// Whether the server is on its way out (draining to stop, or
+    /// stopping): `/up` answers 503, upgrades are refused with 503, and
+    /// every HTTP answer closes its connection.
+    fn stopping(&self) -> bool {
+        self.shutting_down.is_some() || matches!(self.drain, Some((_, AfterDrain::Stop)))
+    }
+
+    /// The gentle stop (SIGTERM, `revurb restart`, a restart over Redis):
+    /// close every WebSocket with 4200 spread over `drain_window`, then
+    /// stop. New connections are still accepted meanwhile, to be told 503.
+    pub(crate) fn begin_stop(&mut self, over_redis: bool) {
+        if self.stopping() {
+            return;
+        }
+        let window = self.cfg.drain_window;
+        let n = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::WebSocket { .. }))
+            .count();
+        if over_redis {
+            log_info!(
+                "restart signal received over Redis: closing {n} WebSocket connections with 4200 over {window} s (drain_window), then stopping"
+            );
+        } else {
+            log_info!(
+                "signal received: closing {n} WebSocket connections with 4200 over {window} s (drain_window), then stopping"
+            );
+        }
+        self.begin_drain(
+            window.saturating_mul(1000),
+            |c| matches!(c.phase, Phase::WebSocket { .. }),
+            AfterDrain::Stop,
+        );
+    }
+
+    /// Close the connections for which `which` holds, spread evenly over
+    /// `window_ms` (see [`drain`]), then do what `then` says. A WebSocket
+    /// is closed with 4200 (`pusher:error` and close frame), any other
+    /// connection simply closed. A drain already under way is replaced:
+    /// the connections it had not closed yet join this one, and
+    /// [`AfterDrain::Stop`] wins. Connections accepted later are not part
+    /// of it.
+    pub fn begin_drain(&mut self, window_ms: u64, which: impl Fn(&Conn) -> bool, then: AfterDrain) {
+        if self.shutting_down.is_some() {
+            return; // everything is being closed already
+        }
+        let now = self.now();
+        let mut ids: Vec<ConnId> = Vec::new();
+        let mut then = then;
+        if let Some((old, old_then)) = self.drain.take() {
+            ids.extend(
+                old.remaining()
+                    .iter()
+                    .filter(|id| self.conns.get(**id).is_some()),
+            );
+            if old_then == AfterDrain::Stop {
+                then = AfterDrain::Stop;
+            }
+        }
+        let taken: std::collections::HashSet<ConnId> = ids.iter().copied().collect();
+        for (id, c) in self.conns.iter() {
+            if !c.is_closing() && which(c) && !taken.contains(&id) {
+                ids.push(id);
+            }
+        }
+        self.drain = Some((Spread::new(now, window_ms, ids), then));
+        self.drain_turn(now);
+    }
+
+    /// Close the connections the drain has due now; after the last one,
+    /// carry out what follows the drain.
+    fn drain_turn(&mut self, now: u64) {
+        let Some((spread, _)) = self.drain.as_mut() else {
+            return;
+        };
+        let due = spread.take(now).to_vec();
+        for id in due {
+            match self.conns.get(id).map(|c| &c.phase) {
+                Some(Phase::WebSocket { .. }) => self.hub.kick(now, id, PusherError::Shutdown),
+                Some(Phase::Http { .. }) => self.begin_close(id, now),
+                Some(Phase::Closing(_)) | None => {} // closing or gone already
+            }
+        }
+        self.drain_hub();
+        if self.drain.as_ref().is_some_and(|(d, _)| d.is_done())
+            && let Some((spread, then)) = self.drain.take()
+        {
+            log_info!(
+                "drain complete: {} connections closed over {} ms",
+                spread.len(),
+                now.saturating_sub(spread.start())
+            );
+            if then == AfterDrain::Stop {
+                self.begin_shutdown();
+            }
         }
     }
 
@@ -476,10 +692,12 @@ impl Server {
         if self.shutting_down.is_none() {
             let now = self.now();
             self.shutting_down = Some(now);
+            self.drain = None;
             let _ = self.poll.registry().deregister(&mut self.listener);
             self.hub.shutdown(now);
             self.hub.cluster_goodbye(now);
             self.drain_hub();
+            self.delivery.shutdown();
             // HTTP connections are simply closed.
             let http: Vec<ConnId> = self
                 .conns
@@ -505,6 +723,7 @@ impl Server {
                     "configuration reloaded: {kept} apps kept, {added} added, {removed} removed"
                 );
                 self.drain_hub();
+                self.delivery.reconfigure(&self.cfg.apps);
             }
             Err(e) => log_error!("configuration reload failed, keeping the old apps: {e}"),
         }
@@ -522,8 +741,15 @@ impl Server {
                 self.more_to_read.push(id);
                 return;
             }
-            let want = budget.min(self.scratch.len());
+            // at least a whole TLS record fits (the budget may run a little over)
+            let want = budget
+                .max(2 * crate::tls_record::MAX_RECORD)
+                .min(self.scratch.len());
             let result = c.read_into(&mut self.scratch[..want]);
+            if c.in_handshake && !c.tls_handshaking() {
+                c.in_handshake = false;
+                self.handshakes -= 1;
+            }
             if c.needs_flush {
                 c.needs_flush = false;
                 self.mark_dirty(id);
@@ -534,7 +760,7 @@ impl Server {
                     return;
                 }
                 Ok(n) => {
-                    budget -= n;
+                    budget = budget.saturating_sub(n);
                     self.metrics.bytes_received += n as u64;
                     if !self.handle_bytes(id, n) {
                         return;
@@ -670,9 +896,12 @@ impl Server {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         self.metrics.timer_entries = self.timers.len() as u64;
+        if listener == Listener::Metrics {
+            self.metrics.webhooks = self.delivery.figures();
+        }
         let ctx = router::Ctx {
             prefix: &self.cfg.path,
-            draining: self.shutting_down.is_some(),
+            draining: self.stopping(),
             hub: &mut self.hub,
             metrics: &mut self.metrics,
             now,
@@ -804,6 +1033,13 @@ impl Server {
                         sc.output(now, out, &self.hub);
                     }
                 }
+                // The app is looked up now: its index means this app list.
+                Output::Webhook { app, event } => {
+                    let now = self.now();
+                    if let Some(app) = self.hub.apps().nth(app) {
+                        self.delivery.push(now, app, event);
+                    }
+                }
             }
         }
     }
@@ -873,6 +1109,9 @@ impl Server {
     fn drop_conn(&mut self, id: ConnId) {
         let now = self.now();
         if let Some(mut c) = self.conns.remove(id) {
+            if c.in_handshake {
+                self.handshakes -= 1;
+            }
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.hub.close(now, id);
             self.drain_hub();

@@ -12,8 +12,10 @@
 //!
 //! revurb does not scatter I/O through its protocol code. One thread runs one
 //! `mio` poll loop, [`event_loop`], which owns every socket (the listeners, the
-//! client connections, the two Redis links), the signals and the clock.
-//! Everything else is sans-IO: it takes bytes, calls and the current time
+//! client connections, the two Redis links, the webhook client's
+//! connections), the signals and the clock. (A second thread, started only
+//! for a webhook URL with a host name, does nothing but `getaddrinfo`, which
+//! would block the loop.) Everything else is sans-IO: it takes bytes, calls and the current time
 //! (milliseconds, always a parameter) and gives back bytes, decisions, outputs
 //! and its next deadline. A test drives any of it without a socket, and an
 //! hour of pings runs in microseconds.
@@ -47,15 +49,16 @@
 //! | Layer | Module | Does |
 //! |---|---|---|
 //! | I/O | [`event_loop`] | the only `mio` user: accept, read, write, signals, timers, the Redis sockets; carries out what the others decide |
-//! | I/O | [`sys`] | the three libc calls (`getrlimit`, `setrlimit`, `kill`): the crate's only `unsafe` |
+//! | I/O | [`sys`] | the libc calls (`getrlimit`, `setrlimit`, `kill`, `ioctl`, and for `revurb upgrade` `fcntl`, `getsockopt` and adopting descriptors): the crate's only `unsafe` |
 //! | connection | [`conn`] | one socket's phase (HTTP, WebSocket, closing), TLS session, unread tail and bounded write queue |
 //! | connection | [`tls`] | rustls configuration: PEM files, Herd and Valet certificates, the `rediss://` client |
+//! | connection | [`tls_record`] | the TLS 1.3 record layer an idle connection keeps once rustls hands over its traffic keys (about 1.1 KB instead of about 7 KB) |
 //! | parsing | [`http`], [`websocket`] | incremental HTTP/1.1 requests and responses; the upgrade handshake and an incremental frame decoder and encoder |
 //! | decisions | [`router`] | one request in, one [`router::Action`] out: respond, or upgrade |
 //! | decisions | [`api`], [`auth`] | the signed Pusher HTTP API; the HMAC signatures of the API, channels and users |
-//! | core | [`pusher`] | the `Hub`: apps, connections, channels, presence, cache, client events, pings, and the view of the other nodes ([`pusher::cluster`], with its wire format) |
+//! | core | [`pusher`] | the `Hub`: apps, connections, channels, presence, cache, client events, pings, watchlists, subscription counts, authorized connections, and the view of the other nodes ([`pusher::cluster`], with its wire format) |
 //! | scaling | [`scaling`], [`redis`] | the publish policy (durable or not, the outage queue, the backlog gate); the RESP2 codec and the sans-IO Redis client |
-//! | commands | [`cli`], [`config`], [`restart`] | flags, typed options from every source, `revurb restart` |
+//! | commands | [`cli`], [`config`], [`restart`], [`upgrade`] | flags, typed options from every source, `revurb restart`, `revurb upgrade` and its hand-over format |
 //! | support | [`metrics`], [`log`] | Prometheus counters, the stderr logger |
 //!
 //! Each module's docs say what it does and what it does not. The Hub's
@@ -135,11 +138,20 @@
 //!
 //! **Signals.** SIGHUP: `event_loop::Server::reload` reads the configuration
 //! again and [`pusher::Hub::reload_apps`] swaps the app list (connections of
-//! removed apps get 4200). SIGTERM and SIGINT:
-//! `event_loop::Server::begin_shutdown` stops accepting and
-//! [`pusher::Hub::shutdown`] closes every WebSocket with 4200; the loop runs
-//! until every socket is gone or 2 s have passed, removes the pid file and
-//! returns.
+//! removed apps get 4200). SIGTERM (and `revurb restart`, and a restart
+//! over Redis): `event_loop::Server::begin_stop` drains, that is
+//! `event_loop::Server::begin_drain` closes the WebSockets with 4200 one
+//! after another, evenly over `drain_window` (the schedule is
+//! `event_loop::drain::Spread`), while `/up` and new upgrades get 503.
+//! SIGINT, or the end of the drain: `event_loop::Server::begin_shutdown`
+//! stops accepting and [`pusher::Hub::shutdown`] closes every WebSocket
+//! left with 4200; the loop runs until every socket is gone or 2 s have
+//! passed, removes the pid file and returns. SIGUSR2 (`revurb upgrade`):
+//! `event_loop::Server::begin_upgrade` checks the new binary, then the
+//! loop hands every plain connection and the hub's state
+//! ([`pusher::Hub::export`]) to the binary it executes in the same
+//! process, which takes them over (`event_loop::resume`,
+//! [`pusher::Hub::import`]); [`upgrade`] has the format and the command.
 //!
 //! # The cluster
 //!
@@ -162,9 +174,11 @@
 //!
 //! An idle connection owns no read or write buffer: bytes are read into the
 //! loop's shared buffer and only an incomplete tail is kept, the write queue
-//! is empty, and the core keeps a record of about 100 bytes, one timer entry
-//! and one entry in each subscribed channel's dense subscriber list (573
-//! bytes of RSS per idle subscribed connection, measured). A delivery costs
+//! is lent from a spare list only while bytes wait, and the core keeps a
+//! record of about 100 bytes, one timer entry and one entry in each
+//! subscribed channel's dense subscriber list (about 390 bytes of RSS per
+//! idle subscribed connection, measured). An idle TLS 1.3 connection keeps
+//! only its traffic keys ([`tls_record`], about 1.2 KB more). A delivery costs
 //! one pointer push and, per connection and turn, one write. Callgrind
 //! (`valgrind --tool=callgrind --instr-atstart=no` on a symbolised release
 //! build, 8 s of `loadgen fanout --n 2000 --channels 1 --rate 5`) counted
@@ -210,4 +224,7 @@ pub mod router;
 pub mod scaling;
 pub mod sys;
 pub mod tls;
+pub mod tls_record;
+pub mod upgrade;
+pub mod webhook;
 pub mod websocket;

@@ -27,6 +27,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Restart => revurb::restart::run(&args.flags),
+        Command::Upgrade => revurb::upgrade::run(&args.flags),
+        Command::UpgradeCheck => revurb::upgrade::check(&args.flags, preflight),
         Command::Config => match Config::from_process(&args.flags) {
             Ok(cfg) => {
                 print!("{}", cfg.describe());
@@ -60,7 +62,15 @@ fn main() -> ExitCode {
                 }
                 Err(e) => revurb::log_warn!("cannot raise the open files limit: {e}"),
             }
-            let server = match event_loop::bind(cfg.clone(), args.flags.clone()) {
+            // an upgrade: the previous binary handed its sockets over
+            let handover = std::env::var_os(revurb::upgrade::ENV_STATE);
+            let started = match &handover {
+                Some(path) => {
+                    event_loop::resume(cfg.clone(), args.flags.clone(), std::path::Path::new(path))
+                }
+                None => event_loop::bind(cfg.clone(), args.flags.clone()),
+            };
+            let server = match started {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("revurb: {e}");

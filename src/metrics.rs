@@ -23,6 +23,21 @@ pub struct Metrics {
     pub redis_queued: u64,
     pub redis_dropped: u64,
     pub redis_reconnects: u64,
+    /// Webhook delivery, copied from the dispatcher by the loop before it
+    /// answers a metrics request.
+    pub webhooks: Webhooks,
+}
+
+/// The dispatcher's figures (`crate::webhook::dispatch`).
+#[derive(Debug, Default, Clone)]
+pub struct Webhooks {
+    pub stats: crate::webhook::dispatch::Stats,
+    /// Events not yet delivered (queued, in flight, waiting for a retry).
+    pub queued: u64,
+    /// Requests handed to the transport and not yet answered.
+    pub in_flight: u64,
+    /// Connections of the webhook client (connecting, busy or idle).
+    pub connections: u64,
 }
 
 impl Metrics {
@@ -36,11 +51,93 @@ impl Metrics {
         self.render_core(&mut text, hub);
         self.render_http(&mut text, hub);
         if let Some(c) = hub.cluster() {
-            let ignored = (c.bad_messages, c.refused);
+            let ignored = (
+                c.bad_messages,
+                c.refused,
+                hub.stats.webhook_handoffs_dropped,
+            );
             self.render_scaling(&mut text, hub.cluster_nodes() as u64, ignored);
         }
+        self.render_webhooks(&mut text);
         render_process(&mut text);
         text
+    }
+
+    /// Webhook delivery: requests and events sent, retries, failures by
+    /// reason, drops by reason, and the two gauges.
+    fn render_webhooks(&self, text: &mut String) {
+        let w = &self.webhooks;
+        let s = &w.stats;
+        let plain: [(&str, &str, &str, u64); 6] = [
+            (
+                "revurb_webhook_requests_total",
+                "counter",
+                "Webhook requests the receiver answered with a 2xx status.",
+                s.requests_sent,
+            ),
+            (
+                "revurb_webhook_events_total",
+                "counter",
+                "Webhook events delivered (in requests answered 2xx).",
+                s.events_sent,
+            ),
+            (
+                "revurb_webhook_retries_total",
+                "counter",
+                "Webhook requests tried again after a failure.",
+                s.retries,
+            ),
+            (
+                "revurb_webhook_queued",
+                "gauge",
+                "Webhook events not yet delivered (waiting, in flight or waiting for a retry).",
+                w.queued,
+            ),
+            (
+                "revurb_webhook_in_flight",
+                "gauge",
+                "Webhook requests sent and not yet answered.",
+                w.in_flight,
+            ),
+            (
+                "revurb_webhook_connections",
+                "gauge",
+                "Open connections of the webhook client (connecting, busy or idle).",
+                w.connections,
+            ),
+        ];
+        for (name, kind, help, value) in plain {
+            let _ = writeln!(
+                text,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            text,
+            "# HELP revurb_webhook_failures_total Failed webhook tries by reason.\n# TYPE revurb_webhook_failures_total counter"
+        );
+        for (reason, n) in &s.failures {
+            let _ = writeln!(
+                text,
+                "revurb_webhook_failures_total{{reason=\"{}\"}} {n}",
+                escape(reason)
+            );
+        }
+        let _ = writeln!(
+            text,
+            "# HELP revurb_webhook_dropped_total Webhook events dropped undelivered, by reason.\n# TYPE revurb_webhook_dropped_total counter"
+        );
+        for (reason, n) in [
+            ("queue_full", s.dropped_queue_full),
+            ("gave_up", s.dropped_gave_up),
+            ("removed", s.dropped_removed),
+            ("shutdown", s.dropped_shutdown),
+        ] {
+            let _ = writeln!(
+                text,
+                "revurb_webhook_dropped_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
     }
 
     /// Connections, messages and bytes: the core's counters and the loop's.
@@ -152,9 +249,9 @@ impl Metrics {
     /// The cluster and its Redis links (only with scaling on).
     /// `ignored`: messages ignored as not revurb's, and refused as not
     /// signed by a node of this cluster.
-    fn render_scaling(&self, text: &mut String, nodes: u64, ignored: (u64, u64)) {
-        let (bad_messages, refused) = ignored;
-        let scaling: [(&str, &str, &str, u64); 9] = [
+    fn render_scaling(&self, text: &mut String, nodes: u64, ignored: (u64, u64, u64)) {
+        let (bad_messages, refused, handoffs_dropped) = ignored;
+        let scaling: [(&str, &str, &str, u64); 10] = [
             (
                 "revurb_cluster_nodes",
                 "gauge",
@@ -208,6 +305,12 @@ impl Metrics {
                 "counter",
                 "Messages on the scaling channel refused: unsigned, signed with another key, or replayed out of their time.",
                 refused,
+            ),
+            (
+                "revurb_webhook_handoffs_dropped_total",
+                "counter",
+                "Webhook events owned by another node whose hand-off record was dropped (over 16384 waiting): not sent if that node dies.",
+                handoffs_dropped,
             ),
         ];
         for (name, kind, help, value) in scaling {
@@ -269,6 +372,9 @@ mod tests {
             bytes_sent: 20,
             ..Metrics::default()
         };
+        m.webhooks.stats.failures.insert("refused", 3);
+        m.webhooks.stats.dropped_gave_up = 2;
+        m.webhooks.queued = 7;
         m.http("events", 200);
         m.http("events", 200);
         m.http("events", 401);
@@ -287,6 +393,11 @@ mod tests {
         );
         assert!(text.contains("revurb_channels{type=\"public\"} 0\n"));
         assert!(text.contains("# TYPE revurb_messages_sent_total counter\n"));
+        assert!(text.contains("revurb_webhook_failures_total{reason=\"refused\"} 3\n"));
+        assert!(text.contains("revurb_webhook_dropped_total{reason=\"gave_up\"} 2\n"));
+        assert!(text.contains("revurb_webhook_dropped_total{reason=\"queue_full\"} 0\n"));
+        assert!(text.contains("revurb_webhook_queued 7\n"));
+        assert!(text.contains("# TYPE revurb_webhook_in_flight gauge\n"));
         // every sample line is `name{labels} value` with a numeric value
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit_once(' ').map(|(_, v)| v).unwrap();

@@ -5,7 +5,11 @@
 //! - with scaling on (and no explicit `--pid-file`), a restart message goes
 //!   to every node over the Redis scaling channel ([`publish_once`]);
 //! - otherwise the server named by the pid file gets SIGTERM, and the
-//!   command waits (up to 15 s) for it to stop.
+//!   command waits for it to stop: the server's `drain_window` (it closes
+//!   its WebSockets spread over it, see `event_loop::drain`) plus 15 s.
+//!
+//! Either way the server drains: `/up` answers 503 and new WebSockets are
+//! refused with 503 while it closes its clients over the window.
 //!
 //! This is the one place outside the event loop that opens a socket: a
 //! blocking, one-shot Redis connection driven by the same sans-IO
@@ -28,13 +32,25 @@ use crate::redis::Target;
 use crate::redis::client::{self, Client, Role};
 use crate::sys;
 
-/// How long a stopped server may take to exit.
+/// How long a stopped server may take to exit, beyond its drain window.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long Redis may take to connect or answer.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The `restart` command.
 pub fn run(flags: &Flags) -> ExitCode {
+    // The server's drain window, as far as this command can tell (the same
+    // .env, file and flags); the option's default without a configuration.
+    let window = Config::from_process(flags).map_or_else(
+        |_| {
+            Key::DrainWindow
+                .opt()
+                .default
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0)
+        },
+        |c| c.drain_window,
+    );
     // With scaling on, the signal goes to every node through Redis; an
     // explicit --pid-file restarts just that server.
     if flags.get(Key::PidFile).is_none() {
@@ -63,8 +79,12 @@ pub fn run(flags: &Flags) -> ExitCode {
         return ExitCode::from(1);
     }
     println!("Broadcasting revurb restart signal (pid {pid}).");
-    if !wait_until_stopped(pid) {
-        eprintln!("revurb: pid {pid} is still running after 15 s");
+    let timeout = STOP_TIMEOUT + Duration::from_secs(window);
+    if !wait_until_stopped(pid, timeout) {
+        eprintln!(
+            "revurb: pid {pid} is still running after {} s",
+            timeout.as_secs()
+        );
         return ExitCode::from(1);
     }
     println!("The server closed its connections and stopped; its supervisor will start it again.");
@@ -72,13 +92,13 @@ pub fn run(flags: &Flags) -> ExitCode {
 }
 
 /// `--pid-file`, or the one the configuration names.
-fn pid_file(flags: &Flags) -> Result<PathBuf, ExitCode> {
+pub(crate) fn pid_file(flags: &Flags) -> Result<PathBuf, ExitCode> {
     match (flags.get(Key::PidFile), Config::from_process(flags)) {
         (Some(p), _) => Ok(PathBuf::from(p)),
         (None, Ok(cfg)) => cfg.pid_file.ok_or_else(|| {
             eprintln!(
-                "revurb: restart needs the server's pid file: start the server with --pid-file FILE \
-                 (or REVERB_PID_FILE, or servers.reverb.pid_file) and give the same to restart"
+                "revurb: restart and upgrade need the server's pid file: start the server with --pid-file FILE \
+                 (or REVERB_PID_FILE, or servers.reverb.pid_file) and give the same to the command"
             );
             ExitCode::from(2)
         }),
@@ -90,7 +110,7 @@ fn pid_file(flags: &Flags) -> Result<PathBuf, ExitCode> {
 }
 
 /// The pid in the file, if it names a running revurb.
-fn read_pid(pid_file: &PathBuf) -> Result<i32, ExitCode> {
+pub(crate) fn read_pid(pid_file: &PathBuf) -> Result<i32, ExitCode> {
     let text = std::fs::read_to_string(pid_file).map_err(|e| {
         eprintln!(
             "revurb: cannot read pid file {}: {e} (is the server running?)",
@@ -118,9 +138,9 @@ fn read_pid(pid_file: &PathBuf) -> Result<i32, ExitCode> {
     Ok(pid)
 }
 
-/// Wait for `pid` to exit; false if it is still running after [`STOP_TIMEOUT`].
-fn wait_until_stopped(pid: i32) -> bool {
-    let deadline = Instant::now() + STOP_TIMEOUT;
+/// Wait for `pid` to exit; false if it is still running after `timeout`.
+fn wait_until_stopped(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
     let running = || {
         // a zombie (exited, not yet reaped by its parent) counts as stopped
         std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {

@@ -16,11 +16,14 @@
 //! - on the main listener, every path must start with the prefix
 //!   (`--path`), else 404; after it:
 //!   - `/up`: the health check, `GET` and `HEAD` (the GET's headers, no
-//!     body), any other method a 405;
+//!     body), any other method a 405; while the server drains to stop it
+//!     answers 503, so a load balancer sends nobody new here;
 //!   - `/app/{key}`: the WebSocket upgrade; an empty key or one with a `/`
 //!     is a 404, a request that is not a valid upgrade gets the handshake's
 //!     error response, and the key and the `Origin` go to the hub, which
-//!     decides whether the app exists and the origin is allowed;
+//!     decides whether the app exists and the origin is allowed; while the
+//!     server drains to stop, a 503 instead (the client, or the balancer,
+//!     tries another node or again later);
 //!   - everything else is the Pusher HTTP API ([`api::handle`]), counted in
 //!     the metrics by endpoint and status.
 //!
@@ -41,6 +44,10 @@ use crate::websocket;
 
 /// The body of the health check, shared by `GET` and `HEAD`.
 const UP_BODY: &str = r#"{"health":"OK"}"#;
+/// The body of the health check while the server drains to stop (503).
+const DRAINING_BODY: &str = r#"{"health":"draining"}"#;
+/// The answer to an upgrade while the server drains to stop (503).
+pub const REFUSED_WHILE_DRAINING: &str = "Server is restarting; connect again shortly.";
 
 /// Which listener accepted a connection; it decides which routes exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +87,8 @@ impl Action<'_> {
 pub struct Ctx<'a> {
     /// The server's path prefix (`--path`), `""` for none.
     pub prefix: &'a str,
-    /// The server is shutting down: every answer closes its connection.
+    /// The server is draining to stop (or stopping): `/up` and upgrades
+    /// get 503, and every answer closes its connection.
     pub draining: bool,
     pub hub: &'a mut Hub,
     pub metrics: &'a mut Metrics,
@@ -102,11 +110,14 @@ pub fn route<'r>(listener: Listener, req: &'r Request, ctx: Ctx<'_>) -> Action<'
         _ => return Action::respond(&Response::text(404, "Not found."), close),
     };
     if path == "/up" {
-        return up(req, close);
+        return up(req, close, ctx.draining);
     }
     if let Some(key) = path.strip_prefix("/app/") {
         if key.is_empty() || key.contains('/') {
             return Action::respond(&Response::text(404, "Not found."), close);
+        }
+        if ctx.draining {
+            return Action::respond(&Response::text(503, REFUSED_WHILE_DRAINING), close);
         }
         return match websocket::handshake(req) {
             Err(resp) => Action::respond(&resp, close),
@@ -148,14 +159,19 @@ fn metrics(req: &Request, metrics: &Metrics, hub: &Hub) -> Response {
     }
 }
 
-/// The health check.
-fn up(req: &Request, close: bool) -> Action<'static> {
+/// The health check: 200, or 503 while draining to stop.
+fn up(req: &Request, close: bool, draining: bool) -> Action<'static> {
+    let (status, body) = if draining {
+        (503, DRAINING_BODY)
+    } else {
+        (200, UP_BODY)
+    };
     match req.method.as_str() {
-        "GET" => Action::respond(&Response::json(200, UP_BODY), close),
+        "GET" => Action::respond(&Response::json(status, body), close),
         "HEAD" => {
             // the headers of the GET, without the body (RFC 9110 9.3.2)
-            let mut bytes = Response::json(200, UP_BODY).to_bytes(close);
-            bytes.truncate(bytes.len() - UP_BODY.len());
+            let mut bytes = Response::json(status, body).to_bytes(close);
+            bytes.truncate(bytes.len() - body.len());
             Action::Respond { bytes, close }
         }
         _ => Action::respond(

@@ -3,7 +3,8 @@
 //! the passphrase), and finding a Laravel Herd or Valet certificate for
 //! `--hostname` the way Reverb does (`src/Certificate.php`).
 //!
-//! It also builds the client configuration for `rediss://` (scaling).
+//! It also builds the client configurations for `rediss://` (scaling) and
+//! `https://` webhooks, with the CA roots of `SSL_CERT_FILE` or the system.
 //!
 //! It does no I/O on sockets: `conn.rs` drives each `ServerConnection`.
 
@@ -50,6 +51,9 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
         .map_err(|e| format!("TLS certificate and key do not work together: {e}"))?;
     // WebSocket over TLS negotiates HTTP/1.1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // conn.rs takes the traffic keys of a quiet TLS 1.3 session and drops
+    // rustls's state (see `tls_record`).
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -105,6 +109,22 @@ pub fn herd_valet_certificate(home: &Path, hostname: &str) -> Option<TlsFiles> {
 /// The rustls client configuration for `rediss://`: the ring provider and
 /// the CA certificates from `SSL_CERT_FILE`, else the system bundle.
 pub fn client_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    let (roots, _) = ca_roots().map_err(|e| format!("rediss:// needs CA certificates: {e}"))?;
+    client_config_with_roots(roots, &[])
+}
+
+/// The rustls client configuration for `https://` webhooks: the roots of
+/// [`ca_roots`], ALPN `http/1.1`. The error says why https is unavailable.
+pub fn webhook_client_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    let (roots, _) =
+        ca_roots().map_err(|e| format!("https:// webhooks need CA certificates: {e}"))?;
+    client_config_with_roots(roots, &[b"http/1.1"])
+}
+
+/// The CA certificates to trust, and the file they came from: the PEM file
+/// named by `SSL_CERT_FILE` if it is set, else the first of the usual system
+/// bundles that holds any certificate.
+pub fn ca_roots() -> Result<(rustls::RootCertStore, String), String> {
     let candidates: Vec<String> = match std::env::var("SSL_CERT_FILE") {
         Ok(f) if !f.is_empty() => vec![f],
         _ => [
@@ -117,30 +137,37 @@ pub fn client_config() -> Result<Arc<rustls::ClientConfig>, String> {
         .map(|s| s.to_string())
         .collect(),
     };
-    let mut roots = rustls::RootCertStore::empty();
     for path in &candidates {
         let Ok(iter) = CertificateDer::pem_file_iter(path) else {
             continue;
         };
+        let mut roots = rustls::RootCertStore::empty();
         for cert in iter.flatten() {
             let _ = roots.add(cert);
         }
         if !roots.is_empty() {
-            break;
+            return Ok((roots, path.clone()));
         }
     }
-    if roots.is_empty() {
-        return Err(format!(
-            "rediss:// needs CA certificates: none found in {}; set SSL_CERT_FILE to a PEM bundle",
-            candidates.join(", ")
-        ));
-    }
+    Err(format!(
+        "none found in {}; set SSL_CERT_FILE to a PEM bundle",
+        candidates.join(", ")
+    ))
+}
+
+/// A client configuration (ring provider, safe defaults) that trusts
+/// `roots` and offers the `alpn` protocols.
+pub fn client_config_with_roots(
+    roots: rustls::RootCertStore,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup failed: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 

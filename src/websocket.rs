@@ -113,6 +113,29 @@ pub enum Event<'a> {
     Close(Option<u16>, &'a str),
 }
 
+/// An [`Event`] that owns its bytes, for whoever keeps events past the
+/// decoder's next call (tests, the fuzz targets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedEvent {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong,
+    Close(Option<u16>, String),
+}
+
+impl Event<'_> {
+    pub fn into_owned(self) -> OwnedEvent {
+        match self {
+            Event::Text(t) => OwnedEvent::Text(t.into_owned()),
+            Event::Binary(b) => OwnedEvent::Binary(b.into_owned()),
+            Event::Ping(p) => OwnedEvent::Ping(p.to_vec()),
+            Event::Pong => OwnedEvent::Pong,
+            Event::Close(c, r) => OwnedEvent::Close(c, r.to_string()),
+        }
+    }
+}
+
 /// Result of one decode step.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step<'a> {
@@ -134,6 +157,22 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// A fragmented message being joined: its bytes so far and whether it
+    /// is binary (`revurb upgrade` hands them over); `None` between messages.
+    pub fn fragments(&self) -> Option<(&[u8], bool)> {
+        self.fragment_kind
+            .map(|k| (&self.fragments[..], k == Data::Binary))
+    }
+
+    /// A decoder in the middle of a fragmented message (see
+    /// [`Decoder::fragments`]).
+    pub fn resume(fragments: Vec<u8>, binary: bool) -> Decoder {
+        Decoder {
+            fragments,
+            fragment_kind: Some(if binary { Data::Binary } else { Data::Text }),
+        }
+    }
+
     /// Decode the next frame at the start of `buf`, unmasking it in place.
     /// `max_message` bounds a whole message (strictly greater fails, as in
     /// Ratchet); it is checked from the frame header, before the payload arrives.
@@ -368,6 +407,7 @@ pub mod client {
 
 #[cfg(test)]
 mod tests {
+    use super::OwnedEvent as Owned;
     use super::client;
     use super::*;
 
@@ -403,7 +443,7 @@ mod tests {
                     Step::Incomplete => break,
                     Step::Frame { used, event } => {
                         if let Some(e) = event {
-                            out.push(Owned::from(e));
+                            out.push(e.into_owned());
                         }
                         pending.drain(..used);
                     }
@@ -412,27 +452,6 @@ mod tests {
         }
         assert!(pending.is_empty(), "left-over bytes");
         Ok(out)
-    }
-
-    #[derive(Debug, PartialEq)]
-    enum Owned {
-        Text(String),
-        Binary(Vec<u8>),
-        Ping(Vec<u8>),
-        Pong,
-        Close(Option<u16>, String),
-    }
-
-    impl From<Event<'_>> for Owned {
-        fn from(e: Event<'_>) -> Self {
-            match e {
-                Event::Text(t) => Owned::Text(t.into_owned()),
-                Event::Binary(b) => Owned::Binary(b.into_owned()),
-                Event::Ping(p) => Owned::Ping(p.to_vec()),
-                Event::Pong => Owned::Pong,
-                Event::Close(c, r) => Owned::Close(c, r.to_string()),
-            }
-        }
     }
 
     fn every_split(input: &[u8], max: usize) -> Result<Vec<Owned>, WsError> {

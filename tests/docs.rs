@@ -542,6 +542,43 @@ fn contrib_service_files_use_the_pid_file_and_the_installed_binary() {
     }
 }
 
+/// `contrib/Dockerfile` (which CI does not build: it needs a Docker daemon)
+/// stays in step with the code: it exposes the default port, puts the CA
+/// bundle where the TLS client looks for one, builds the musl targets that
+/// `make static` builds, and runs `revurb start`.
+#[test]
+fn contrib_dockerfile_matches_the_code_and_the_makefile() {
+    let docker = read("contrib/Dockerfile");
+    let port = OPTIONS
+        .iter()
+        .find(|o| o.env == "REVERB_SERVER_PORT")
+        .and_then(|o| o.default)
+        .unwrap();
+    assert!(
+        docker.lines().any(|l| l == format!("EXPOSE {port}")),
+        "contrib/Dockerfile does not EXPOSE the default port {port}"
+    );
+    let ca = "/etc/ssl/certs/ca-certificates.crt";
+    assert!(read("src/tls.rs").contains(&format!("\"{ca}\"")));
+    assert!(
+        docker.contains(&format!("COPY --from=build {ca} {ca}")),
+        "contrib/Dockerfile does not copy the CA bundle to {ca}"
+    );
+    let makefile = read("Makefile");
+    for var in ["MUSL_TARGET", "ARM_TARGET"] {
+        let target = makefile
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{var} := ")))
+            .unwrap_or_else(|| panic!("the Makefile sets no {var}"));
+        assert!(
+            docker.contains(target),
+            "contrib/Dockerfile does not build {target}"
+        );
+    }
+    assert!(docker.contains(r#"ENTRYPOINT ["/revurb"]"#) && docker.contains(r#"CMD ["start"]"#));
+    assert!(docker.lines().any(|l| l == "FROM scratch"));
+}
+
 /// An operator who sees a close code or a `pusher:error` finds it, with its
 /// message, in the man pages.
 #[test]
@@ -765,4 +802,79 @@ fn crate_docs_name_functions_that_exist() {
         checked > 20,
         "only {checked} paths checked in the crate docs"
     );
+}
+
+/// revurb-webhooks(7) states the limits the code has: the dispatcher's queue
+/// and retry schedule and the client's connections, deadlines and sizes.
+#[test]
+fn webhook_limits_in_the_man_page_are_the_codes() {
+    use revurb::event_loop::webhook::{DNS_CACHE, LOOKUPS_WAITING, Limits};
+    use revurb::webhook::dispatch::{
+        GIVE_UP_AFTER_MS, QUEUE_MAX_BYTES, QUEUE_MAX_EVENTS, RETRY_FIRST_MS, RETRY_MAX_WAIT_MS,
+    };
+    use revurb::webhook::http::{BODY_MAX, HEAD_MAX};
+    use revurb::webhook::{BATCH_MAX_EVENTS, BATCH_WINDOW_MS};
+
+    let page = unescape(&read("man/revurb-webhooks.7")).replace('\n', " ");
+    let json5 = unescape(&read("man/revurb.json.5")).replace('\n', " ");
+    let l = Limits::default();
+    let secs = |ms: u64| ms / 1000;
+    let facts = [
+        format!(
+            "{QUEUE_MAX_EVENTS} events or {} MiB per webhook",
+            QUEUE_MAX_BYTES >> 20
+        ),
+        format!("at most {} to one receiver", l.per_origin),
+        format!(
+            "{} in all; an idle one is closed after {} s",
+            l.total,
+            secs(l.idle_timeout_ms)
+        ),
+        format!("At most {} requests wait", l.queue_per_origin),
+        format!("{} MiB of requests", l.bytes_in_flight >> 20),
+        format!("{} s to connect", secs(l.connect_timeout_ms)),
+        format!(
+            "{} s from the end of the request",
+            secs(l.response_timeout_ms)
+        ),
+        format!("{} s for a name lookup", secs(l.dns_timeout_ms)),
+        format!(
+            "at most {} KiB and a body of at most {} KiB",
+            HEAD_MAX >> 10,
+            BODY_MAX >> 10
+        ),
+        format!("at most {LOOKUPS_WAITING} lookups wait"),
+        format!(
+            "up to {DNS_CACHE} names are kept for {} s",
+            secs(l.dns_ttl_ms)
+        ),
+        format!("after {} s, then 2 s", secs(RETRY_FIRST_MS)),
+        format!(
+            "each wait at most a minute, until {} minutes",
+            GIVE_UP_AFTER_MS / 60_000
+        ),
+    ];
+    assert_eq!(
+        RETRY_MAX_WAIT_MS, 60_000,
+        "the page says \"at most a minute\""
+    );
+    for fact in facts {
+        assert!(
+            page.contains(&fact),
+            "man/revurb-webhooks.7 does not say {fact:?}"
+        );
+    }
+    let batch = format!("up to {BATCH_MAX_EVENTS} events, for at most {BATCH_WINDOW_MS} ms");
+    assert!(
+        json5.contains(&batch),
+        "man/revurb.json.5 does not say {batch:?}"
+    );
+}
+
+/// revurb(1) TLS states the handshake cap the loop has.
+#[test]
+fn tls_handshake_cap_in_the_man_page_is_the_codes() {
+    let page = unescape(&read("man/revurb.1")).replace('\n', " ");
+    let fact = format!("at most {} run at once", revurb::event_loop::MAX_HANDSHAKES);
+    assert!(page.contains(&fact), "man/revurb.1 does not say {fact:?}");
 }

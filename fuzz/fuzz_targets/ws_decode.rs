@@ -7,7 +7,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use revurb::websocket::{Decoder, Event, Step, WsError};
+use revurb::websocket::{Decoder, OwnedEvent as Owned, Step, WsError};
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -25,25 +25,6 @@ enum Max {
     Unlimited,
 }
 
-#[derive(Debug, PartialEq)]
-enum Owned {
-    Text(String),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
-    Pong,
-    Close(Option<u16>, String),
-}
-
-fn owned(e: Event<'_>) -> Owned {
-    match e {
-        Event::Text(t) => Owned::Text(t.into_owned()),
-        Event::Binary(b) => Owned::Binary(b.into_owned()),
-        Event::Ping(p) => Owned::Ping(p.to_vec()),
-        Event::Pong => Owned::Pong,
-        Event::Close(c, r) => Owned::Close(c, r.to_string()),
-    }
-}
-
 /// Decode what `pending` holds, as the loop does after each read.
 fn pump(
     dec: &mut Decoder,
@@ -57,7 +38,7 @@ fn pump(
             Step::Frame { used, event } => {
                 assert!(used > 0, "a frame uses bytes");
                 if let Some(e) = event {
-                    out.push(owned(e));
+                    out.push(e.into_owned());
                 }
                 pending.drain(..used);
             }

@@ -2,7 +2,9 @@
 //! `REVERB_APP_*` variables (each from the real environment, else `.env`),
 //! or from `./revurb.json`, whichever ranks highest and defines any.
 //! Every per-app value goes through [`APP_OPTIONS`]: its kind, its range and
-//! its default, and a bad one is an error naming its source.
+//! its default, and a bad one is an error naming its source. The webhooks
+//! are one structured value (`webhooks`, or `REVERB_APP_WEBHOOKS`) or the
+//! `REVERB_APP_WEBHOOK_URL` shorthand, never both; `webhooks.rs` checks them.
 //!
 //! This module does not read files or the environment itself; it gets the
 //! [`Layers`] already read.
@@ -11,6 +13,7 @@ use serde_json::Value;
 
 use super::options::{APP_OPTIONS, AppKey, Kind, Opt, Val};
 use super::sources::{ConfigError, JsonFile, Layers, Raw, Source, is_app_key, json_path};
+use super::webhooks::{self, PairField};
 use crate::pusher::{App, ClientEvents, RateLimit};
 
 /// Keys accepted in an app object that the server does not use (Laravel's
@@ -72,7 +75,9 @@ pub fn from_file(f: &JsonFile) -> Result<Option<Vec<Built>>, ConfigError> {
             }
         }
         let get = |opt: &'static Opt<AppKey>| {
-            let raw = json_path(item, opt.json).filter(|v| !v.is_null());
+            let raw = json_path(item, opt.json)
+                .filter(|v| !v.is_null())
+                .filter(|_| opt.in_file());
             (
                 raw.map(|v| Raw::Json(v.clone())),
                 at(format!("apps.apps[{i}].{}", opt.json)),
@@ -125,17 +130,25 @@ fn parse(opt: &Opt<AppKey>, raw: &Raw) -> Result<Val, String> {
 fn build(
     get: &dyn Fn(&'static Opt<AppKey>) -> (Option<Raw>, Source),
 ) -> Result<Built, ConfigError> {
-    let value = |k: AppKey| -> Result<(Option<Val>, Source), ConfigError> {
+    // The value if it is set (checked against its kind), and where it is.
+    let given = |k: AppKey| -> Result<(Option<Val>, Source), ConfigError> {
         let opt = k.opt();
         match get(opt) {
             (Some(raw), source) => match parse(opt, &raw) {
                 Ok(v) => Ok((Some(v), source)),
                 Err(why) => Err(ConfigError::Invalid { source, why }),
             },
+            (None, source) => Ok((None, source)),
+        }
+    };
+    let value = |k: AppKey| -> Result<(Option<Val>, Source), ConfigError> {
+        let opt = k.opt();
+        match given(k)? {
             (None, source) => Ok((
                 opt.default.and_then(|d| opt.kind.parse_text(d).ok()),
                 source,
             )),
+            set => Ok(set),
         }
     };
     let int = |k: AppKey| value(k).map(|(v, _)| v.and_then(|v| as_int(&v)));
@@ -180,11 +193,72 @@ fn build(
     }
     app.max_presence_members = int_or_default(AppKey::MaxPresenceMembers)? as usize;
     app.max_user_info_size = int_or_default(AppKey::MaxUserInfoSize)? as usize;
+    app.webhook_delay_ms = int_or_default(AppKey::WebhookDelay)? * 1000;
+    app.webhooks = webhooks(&given)?;
+    app.enable_user_authentication = flag(AppKey::EnableUserAuthentication)?;
+    app.user_authentication_timeout = int_or_default(AppKey::UserAuthenticationTimeout)?;
+    app.enable_subscription_count = flag(AppKey::EnableSubscriptionCount)?;
     Ok(Built {
         app,
         id: id_source,
         key: key_source,
     })
+}
+
+/// The app's webhooks: the `webhooks` list (the file's key, or its JSON in
+/// `REVERB_APP_WEBHOOKS`), or the one webhook of `REVERB_APP_WEBHOOK_URL`
+/// and `REVERB_APP_WEBHOOK_EVENTS`; both forms at once is an error naming
+/// both (a file never sets the pair).
+fn webhooks(
+    given: &dyn Fn(AppKey) -> Result<(Option<Val>, Source), ConfigError>,
+) -> Result<Vec<crate::webhook::Webhook>, ConfigError> {
+    let (list, list_source) = given(AppKey::Webhooks)?;
+    let (url, url_source) = given(AppKey::WebhookUrl)?;
+    let (events, events_source) = given(AppKey::WebhookEvents)?;
+    let both = |other: &Source| ConfigError::Invalid {
+        source: list_source.clone(),
+        why: format!("is set and so is {other}; give the webhooks in one form, not both"),
+    };
+    match (list, url, events) {
+        (Some(_), Some(_), _) => Err(both(&url_source)),
+        (Some(_), None, Some(_)) => Err(both(&events_source)),
+        (Some(Val::Json(v)), None, None) => {
+            webhooks::parse_list(&v).map_err(|bad| bad.at(list_source))
+        }
+        (Some(_), None, None) => Ok(Vec::new()),
+        (None, None, Some(_)) => Err(ConfigError::Invalid {
+            source: events_source,
+            why: format!(
+                "is set but {} is not; it gives the event types of that webhook",
+                AppKey::WebhookUrl.opt().env
+            ),
+        }),
+        (None, None, None) => Ok(Vec::new()),
+        (None, Some(url), events) => {
+            let url = match url {
+                Val::Str(s) => s,
+                other => other.display(),
+            };
+            let events = match events {
+                Some(Val::List(l)) => l,
+                _ => webhooks::DEFAULT_EVENTS
+                    .split(',')
+                    .map(str::to_string)
+                    .collect(),
+            };
+            match webhooks::from_pair(&url, &events) {
+                Ok(w) => Ok(vec![w]),
+                Err((PairField::Url, why)) => Err(ConfigError::Invalid {
+                    source: url_source,
+                    why,
+                }),
+                Err((PairField::Events, why)) => Err(ConfigError::Invalid {
+                    source: events_source,
+                    why,
+                }),
+            }
+        }
+    }
 }
 
 fn as_int(v: &Val) -> Option<u64> {

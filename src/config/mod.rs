@@ -18,14 +18,16 @@
 //! mean "not set".
 //!
 //! Split by concern: [`options`] (the tables), [`sources`] (reading and
-//! ranking the sources, the errors), [`apps`] (building apps), [`dotenv`]
-//! (the `.env` syntax). This module puts them together into [`Config`]; it
+//! ranking the sources, the errors), [`apps`] (building apps), [`webhooks`]
+//! (an app's webhooks, checked field by field), [`dotenv`] (the `.env`
+//! syntax). This module puts them together into [`Config`]; it
 //! opens no socket and does not load the TLS files (that is `start`'s job).
 
 pub mod apps;
 pub mod dotenv;
 pub mod options;
 pub mod sources;
+pub mod webhooks;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -51,6 +53,9 @@ pub struct Config {
     pub write_queue_limit: usize,
     /// Seconds an HTTP request (or WebSocket handshake) may take to arrive.
     pub request_timeout: u64,
+    /// Seconds over which a stop (SIGTERM, `revurb restart`) spreads
+    /// closing the WebSockets.
+    pub drain_window: u64,
     pub debug: bool,
     pub pid_file: Option<PathBuf>,
     /// TLS certificate and key, from the options or a Herd/Valet lookup.
@@ -247,6 +252,7 @@ impl Config {
             max_request_size: values.int(Key::MaxRequestSize) as usize,
             write_queue_limit: values.int(Key::WriteQueueLimit) as usize,
             request_timeout: values.int(Key::RequestTimeout),
+            drain_window: values.int(Key::DrainWindow),
             debug: values.bool(Key::Debug),
             tls,
             pid_file: values.str(Key::PidFile).map(PathBuf::from),
@@ -286,7 +292,8 @@ fn describe_app(a: &App) -> String {
     format!(
         "  - app_id = {:?}, key = {:?}, secret = {}, ping_interval = {}, activity_timeout = {}, \
          max_connections = {}, max_message_size = {}, allowed_origins = {:?}, \
-         accept_client_events_from = {}, rate_limiting = {}, max_presence_members = {}, max_user_info_size = {}\n",
+         accept_client_events_from = {}, rate_limiting = {}, max_presence_members = {}, max_user_info_size = {}, \
+         user_authentication = {}, subscription_count = {}, webhook_delay = {}, webhooks = {}\n{}",
         a.id,
         a.key,
         mask(&a.secret),
@@ -312,6 +319,23 @@ fn describe_app(a: &App) -> String {
         ),
         a.max_presence_members,
         a.max_user_info_size,
+        if a.enable_user_authentication {
+            format!("within {} s", a.user_authentication_timeout)
+        } else {
+            "off".to_string()
+        },
+        if a.enable_subscription_count {
+            "on"
+        } else {
+            "off"
+        },
+        a.webhook_delay_ms / 1000,
+        a.webhooks.len(),
+        a.webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!("    webhooks[{i}] = {}\n", webhooks::describe(w)))
+            .collect::<String>(),
     )
 }
 

@@ -27,6 +27,9 @@ pub enum Kind {
     List,
     /// One of these words.
     OneOf(&'static [&'static str]),
+    /// A structured value: JSON text in a variable, any JSON in a file. Its
+    /// shape is checked by the code that reads the option (`webhooks.rs`).
+    Json,
 }
 
 /// How `revurb config` shows a value.
@@ -66,6 +69,14 @@ pub struct Opt<K: 'static> {
 }
 
 impl<K> Opt<K> {
+    /// Whether the JSON file can set this option under its key. A key with
+    /// `[]` (`webhooks[].url`) names a field of each element of a list
+    /// option: its variable is a shorthand for one element, and the file
+    /// gives the whole list under the list's own key instead.
+    pub fn in_file(&self) -> bool {
+        !self.json.contains("[]")
+    }
+
     /// The default as the docs and `--help` show it: `none` when unset or empty.
     pub fn default_text(&self) -> &'static str {
         match self.default {
@@ -83,6 +94,7 @@ pub enum Val {
     Bool(bool),
     Ip(IpAddr),
     List(Vec<String>),
+    Json(Value),
 }
 
 impl Val {
@@ -94,6 +106,7 @@ impl Val {
             Val::Bool(b) => b.to_string(),
             Val::Ip(ip) => format!("\"{ip}\""),
             Val::List(l) => format!("{l:?}"),
+            Val::Json(v) => v.to_string(),
         }
     }
 }
@@ -113,6 +126,9 @@ impl Kind {
                     .collect(),
             )),
             Kind::OneOf(words) => one_of(v, words).map(Val::Str),
+            Kind::Json => serde_json::from_str(v)
+                .map(Val::Json)
+                .map_err(|e| format!("is not valid JSON: {e}")),
         }
     }
 
@@ -140,6 +156,7 @@ impl Kind {
             (Kind::List, v) => Err(format!("expected a list of hosts, got {v}")),
             (Kind::OneOf(words), Value::String(s)) => one_of(s, words).map(Val::Str),
             (Kind::OneOf(_), v) => Err(format!("expected a string, got {v}")),
+            (Kind::Json, v) => Ok(Val::Json(v.clone())),
         }
     }
 }
@@ -197,6 +214,7 @@ pub enum Key {
     MaxRequestSize,
     WriteQueueLimit,
     RequestTimeout,
+    DrainWindow,
     PidFile,
     MetricsHost,
     MetricsPort,
@@ -244,6 +262,13 @@ pub enum AppKey {
     RateLimitTerminate,
     MaxPresenceMembers,
     MaxUserInfoSize,
+    Webhooks,
+    WebhookUrl,
+    WebhookEvents,
+    WebhookDelay,
+    EnableUserAuthentication,
+    UserAuthenticationTimeout,
+    EnableSubscriptionCount,
 }
 
 impl AppKey {
@@ -328,6 +353,16 @@ pub const OPTIONS: &[Opt<Key>] = &[
         default: Some("10"),
         mask: Mask::Shown,
         help: "seconds an HTTP request or idle keep-alive connection may take",
+    },
+    Opt {
+        key: Key::DrainWindow,
+        json: "servers.reverb.drain_window",
+        env: "REVERB_DRAIN_WINDOW",
+        flag: flag("--drain-window", "SECONDS"),
+        kind: Kind::Int(0, 600),
+        default: Some("5"),
+        mask: Mask::Shown,
+        help: "seconds over which SIGTERM and `revurb restart` spread closing the WebSockets (4200); 0 closes all at once",
     },
     Opt {
         key: Key::PidFile,
@@ -659,6 +694,62 @@ pub const APP_OPTIONS: &[Opt<AppKey>] = &[
         Kind::Int(2, 1 << 20),
         Some("2048"),
         "bytes of presence user_info JSON",
+    ),
+    app(
+        AppKey::Webhooks,
+        "webhooks",
+        "REVERB_APP_WEBHOOKS",
+        Kind::Json,
+        None,
+        "the app's webhooks: a list of {url, event_types, filter, headers, batching} (env: the same JSON)",
+    ),
+    app(
+        AppKey::WebhookUrl,
+        "webhooks[].url",
+        "REVERB_APP_WEBHOOK_URL",
+        Kind::Str,
+        None,
+        "env only: one webhook to this http:// or https:// URL (instead of REVERB_APP_WEBHOOKS)",
+    ),
+    app(
+        AppKey::WebhookEvents,
+        "webhooks[].event_types",
+        "REVERB_APP_WEBHOOK_EVENTS",
+        Kind::List,
+        Some(super::webhooks::DEFAULT_EVENTS),
+        "event types a webhook is sent for; env: comma-separated, for REVERB_APP_WEBHOOK_URL",
+    ),
+    app(
+        AppKey::WebhookDelay,
+        "webhook_delay",
+        "REVERB_APP_WEBHOOK_DELAY",
+        Kind::Int(0, 60),
+        Some("3"),
+        "seconds channel_vacated and member_removed wait (dropped if undone meanwhile)",
+    ),
+    app(
+        AppKey::EnableUserAuthentication,
+        "enable_user_authentication",
+        "REVERB_APP_ENABLE_USER_AUTHENTICATION",
+        Kind::Bool,
+        Some("false"),
+        "authorized connections: close with 4009 a connection that neither signs in nor joins a private or presence channel in time",
+    ),
+    app(
+        AppKey::UserAuthenticationTimeout,
+        "user_authentication_timeout",
+        "REVERB_APP_USER_AUTHENTICATION_TIMEOUT",
+        Kind::Int(1, 86_400),
+        Some("30"),
+        "seconds a connection has to authorize when enable_user_authentication is on",
+    ),
+    app(
+        AppKey::EnableSubscriptionCount,
+        "enable_subscription_count",
+        "REVERB_APP_ENABLE_SUBSCRIPTION_COUNT",
+        Kind::Bool,
+        Some("false"),
+        "tell subscribers of public and private channels their count (pusher:subscription_count)",
     ),
 ];
 

@@ -316,5 +316,6 @@ fn check_keys(v: &Value, prefix: &str, file: &Path) -> Result<(), ConfigError> {
 pub fn is_app_key(k: &str) -> bool {
     APP_OPTIONS
         .iter()
+        .filter(|o| o.in_file())
         .any(|o| o.json == k || o.json.starts_with(&format!("{k}.")))
 }

@@ -640,3 +640,384 @@ fn addresses_are_checked_when_loading() {
     let c = load(&APP, Flags::default().with(Key::MetricsPort, "0")).unwrap();
     assert_eq!(c.metrics, None);
 }
+
+// ---- webhooks ----------------------------------------------------------------
+
+use crate::webhook::{Filter, Kind, Kinds, Url, Webhook};
+
+/// A config file of two apps, the second with `extra` merged in; loaded.
+fn load_second_app(extra: &str) -> Result<Config, ConfigError> {
+    let dir = tempdir();
+    let path = dir.join("hooks.json");
+    let text = format!(
+        r#"{{"apps":{{"apps":[{{"app_id":"a","key":"ka","secret":"sa"}},
+            {{"app_id":"b","key":"kb","secret":"sb",{extra}}}]}}}}"#
+    );
+    std::fs::write(&path, text).unwrap();
+    load_in(&dir, &[], Flags::with_config(path.display().to_string()))
+}
+
+fn kinds(list: &[Kind]) -> Kinds {
+    list.iter().copied().collect()
+}
+
+const CHANNEL_AND_MEMBER: [Kind; 4] = [
+    Kind::ChannelOccupied,
+    Kind::ChannelVacated,
+    Kind::MemberAdded,
+    Kind::MemberRemoved,
+];
+
+#[test]
+fn webhooks_default_to_none_and_a_3_s_delay() {
+    let c = load(&APP, Flags::default()).unwrap();
+    assert!(c.apps[0].webhooks.is_empty());
+    assert_eq!(c.apps[0].webhook_delay_ms, 3000);
+    let c = load_second_app(r#""webhooks":[],"webhook_delay":null"#).unwrap();
+    assert!(c.apps[1].webhooks.is_empty());
+    assert_eq!(c.apps[1].webhook_delay_ms, 3000);
+}
+
+#[test]
+fn webhooks_from_the_file_in_soketis_shape() {
+    let c = load_second_app(
+        r#""webhook_delay": 0, "webhooks": [
+            {"url": "https://Hooks.example.com/pusher?token=t0ken",
+             "event_types": ["channel_occupied", "client_event", "cache_miss", "subscription_count"],
+             "filter": {"channel_name_starts_with": "presence-", "channel_name_ends_with": "-room"},
+             "headers": {"Authorization": "Bearer abc", "X-Team": "blue"},
+             "batching": true},
+            {"url": "http://127.0.0.1:9000/h"},
+            {"url": "http://h/", "event_types": ["member_added", "member_added"],
+             "filter": {"channel_name_ends_with": "-x", "channel_name_starts_with": null},
+             "headers": null, "batching": null}
+        ]"#,
+    )
+    .unwrap();
+    let b = &c.apps[1];
+    assert_eq!(b.webhook_delay_ms, 0);
+    assert!(c.apps[0].webhooks.is_empty());
+    assert_eq!(
+        b.webhooks,
+        vec![
+            Webhook {
+                url: Url::parse("https://hooks.example.com/pusher?token=t0ken").unwrap(),
+                event_types: kinds(&[
+                    Kind::ChannelOccupied,
+                    Kind::ClientEvent,
+                    Kind::CacheMiss,
+                    Kind::SubscriptionCount
+                ]),
+                filter: Filter {
+                    starts_with: Some("presence-".into()),
+                    ends_with: Some("-room".into()),
+                },
+                headers: vec![
+                    ("Authorization".into(), "Bearer abc".into()),
+                    ("X-Team".into(), "blue".into()),
+                ],
+                batching: true,
+            },
+            // event_types left out: every channel and member event
+            Webhook {
+                url: Url::parse("http://127.0.0.1:9000/h").unwrap(),
+                event_types: kinds(&CHANNEL_AND_MEMBER),
+                filter: Filter::default(),
+                headers: vec![],
+                batching: false,
+            },
+            Webhook {
+                url: Url::parse("http://h/").unwrap(),
+                event_types: kinds(&[Kind::MemberAdded]),
+                filter: Filter {
+                    starts_with: None,
+                    ends_with: Some("-x".into()),
+                },
+                headers: vec![],
+                batching: false,
+            },
+        ]
+    );
+    // every event type is accepted, and ten webhooks are
+    let all: Vec<String> = Kind::ALL
+        .iter()
+        .map(|k| format!("{:?}", k.name()))
+        .collect();
+    let one = format!(r#"{{"url":"http://h/","event_types":[{}]}}"#, all.join(","));
+    let ten = vec![one; 10].join(",");
+    let c = load_second_app(&format!(r#""webhooks":[{ten}]"#)).unwrap();
+    assert_eq!(c.apps[1].webhooks.len(), 10);
+    assert_eq!(
+        c.apps[1].webhooks[9].event_types,
+        Kind::ALL.into_iter().collect()
+    );
+}
+
+#[test]
+fn webhook_refusals_name_the_app_and_the_field() {
+    let expected = Kind::ALL.map(Kind::name).join(", ");
+    let many_headers: Vec<String> = (0..33).map(|i| format!(r#""X-H{i}":"v""#)).collect();
+    let many_headers = format!(
+        r#"[{{"url":"http://h/","headers":{{{}}}}}]"#,
+        many_headers.join(",")
+    );
+    let eleven = [r#"{"url":"http://h/"}"#; 11].join(",");
+    let eleven = format!("[{eleven}]");
+    let long_url = format!(r#"[{{"url":"http://h/{}"}}]"#, "a".repeat(2048));
+    let long_value = format!(
+        r#"[{{"url":"http://h/","headers":{{"X-A":"{}"}}}}]"#,
+        "v".repeat(4097)
+    );
+    let unknown_type = format!(r#"unknown event type "x" (expected one of {expected})"#);
+    let cases: Vec<(&str, String)> = vec![
+        (r#"{"url":"http://h/"}"#, "webhooks: expected a list of webhook objects".into()),
+        (&eleven, "webhooks: 11 webhooks; an app may have at most 10".into()),
+        (r#"["http://h/"]"#, "webhooks[0]: expected a webhook object".into()),
+        (r#"[{"event_types":["member_added"]}]"#, "webhooks[0].url: is required".into()),
+        (r#"[{"url":5}]"#, "webhooks[0].url: expected a string, got 5".into()),
+        (r#"[{"url":"ftp://h/"}]"#, "webhooks[0].url: \"ftp://h/\"".into()),
+        (r#"[{"url":"http://h/"},{"url":"hooks.example.com/x"}]"#, "webhooks[1].url:".into()),
+        (&long_url, "webhooks[0].url: is 2057 bytes long; a webhook URL may have at most 2048".into()),
+        (
+            r#"[{"url":"http://h/"},{"url":"http://h/","event_types":["member_added","nope","x"]}]"#,
+            format!(r#"webhooks[1].event_types[1]: unknown event type "nope" (expected one of {expected})"#),
+        ),
+        (
+            r#"[{"url":"http://h/","event_types":["channel_occupied","member_added","x"]}]"#,
+            format!("webhooks[0].event_types[2]: {unknown_type}"),
+        ),
+        (r#"[{"url":"http://h/","event_types":[]}]"#, "webhooks[0].event_types: is empty".into()),
+        (r#"[{"url":"http://h/","event_types":"member_added"}]"#, "webhooks[0].event_types: expected a list".into()),
+        (r#"[{"url":"http://h/","event_types":[1]}]"#, "webhooks[0].event_types[0]: expected an event type as a string".into()),
+        (r#"[{"url":"http://h/","filter":"presence-"}]"#, "webhooks[0].filter: expected an object".into()),
+        (r#"[{"url":"http://h/","filter":{"prefix":"a"}}]"#, "webhooks[0].filter.prefix: unknown key".into()),
+        (r#"[{"url":"http://h/","filter":{"channel_name_starts_with":1}}]"#, "webhooks[0].filter.channel_name_starts_with: expected a string".into()),
+        (r#"[{"url":"http://h/","filters":{}}]"#, "webhooks[0].filters: unknown key (the channel filter's key is filter)".into()),
+        (r#"[{"url":"http://h/","lambda_function":"f"}]"#, "webhooks[0].lambda_function: AWS Lambda webhooks are not supported".into()),
+        (r#"[{"url":"http://h/","colour":"red"}]"#, "webhooks[0].colour: unknown key (expected url, event_types, filter, headers, batching)".into()),
+        (r#"[{"url":"http://h/","headers":["a"]}]"#, "webhooks[0].headers: expected an object".into()),
+        (r#"[{"url":"http://h/","headers":{"X-A":1}}]"#, "webhooks[0].headers.X-A: expected a string, got 1".into()),
+        (r#"[{"url":"http://h/","headers":{"X-A":"a\r\nX-B: b"}}]"#, "webhooks[0].headers.X-A: holds a control character".into()),
+        (r#"[{"url":"http://h/","headers":{"X-A":"a\nb"}}]"#, "webhooks[0].headers.X-A: holds a control character".into()),
+        (r#"[{"url":"http://h/","headers":{"X-A\r\nB":"a"}}]"#, r#"webhooks[0].headers["X-A\r\nB"]: is not a valid header name"#.into()),
+        (r#"[{"url":"http://h/","headers":{"X A":"a"}}]"#, r#"webhooks[0].headers["X A"]: is not a valid header name"#.into()),
+        (r#"[{"url":"http://h/","headers":{"":"a"}}]"#, r#"webhooks[0].headers[""]: is not a valid header name"#.into()),
+        (r#"[{"url":"http://h/","headers":{"host":"evil"}}]"#, "webhooks[0].headers.host: Host is written by revurb and cannot be set".into()),
+        (r#"[{"url":"http://h/","headers":{"Content-Length":"1"}}]"#, "webhooks[0].headers.Content-Length: Content-Length is written by revurb and cannot be set".into()),
+        (r#"[{"url":"http://h/","headers":{"content-type":"text/plain"}}]"#, "webhooks[0].headers.content-type: Content-Type is written by revurb and cannot be set".into()),
+        (r#"[{"url":"http://h/","headers":{"X-Pusher-Key":"k"}}]"#, "webhooks[0].headers.X-Pusher-Key: X-Pusher-Key is written by revurb and cannot be set".into()),
+        (r#"[{"url":"http://h/","headers":{"X-PUSHER-SIGNATURE":"s"}}]"#, "webhooks[0].headers.X-PUSHER-SIGNATURE: X-Pusher-Signature is written by revurb and cannot be set".into()),
+        (r#"[{"url":"http://h/","headers":{"X-A":"1","x-a":"2"}}]"#, "webhooks[0].headers.x-a: is given twice".into()),
+        (&many_headers, "webhooks[0].headers: 33 headers; a webhook may have at most 32".into()),
+        (&long_value, "webhooks[0].headers.X-A: is 4097 bytes long".into()),
+        (r#"[{"url":"http://h/","batching":"yes"}]"#, "webhooks[0].batching: expected true or false, got \"yes\"".into()),
+    ];
+    for (i, (hooks, want)) in cases.iter().enumerate() {
+        let e = load_second_app(&format!(r#""webhooks":{hooks}"#))
+            .unwrap_err()
+            .to_string();
+        let want = format!("apps.apps[1].{want}");
+        assert!(e.contains(&want), "case {i}: {e:?} should contain {want:?}");
+        assert!(e.starts_with("config file "), "case {i}: {e}");
+    }
+    for (delay, why) in [
+        ("61", "61 is out of range (0 to 60)"),
+        ("\"3\"", "expected a whole number"),
+    ] {
+        let e = load_second_app(&format!(r#""webhook_delay":{delay}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("apps.apps[1].webhook_delay: {why}")),
+            "{e}"
+        );
+    }
+    // the shorthand's keys are for the environment only
+    let e = load_second_app(r#""webhooks[]":{"url":"http://h/"}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("apps.apps[1].webhooks[]: unknown key"), "{e}");
+}
+
+#[test]
+fn webhooks_from_the_environment() {
+    let hooks =
+        r#"[{"url":"http://127.0.0.1:9000/a","event_types":["client_event"],"batching":true}]"#;
+    let c = load(
+        &with_app(&[
+            ("REVERB_APP_WEBHOOKS", hooks),
+            ("REVERB_APP_WEBHOOK_DELAY", "10"),
+        ]),
+        Flags::default(),
+    )
+    .unwrap();
+    let a = &c.apps[0];
+    assert_eq!(a.webhook_delay_ms, 10_000);
+    assert_eq!(a.webhooks.len(), 1);
+    assert_eq!(a.webhooks[0].event_types, kinds(&[Kind::ClientEvent]));
+    assert!(a.webhooks[0].batching);
+    // the same JSON from .env, single-quoted as Laravel writes it
+    let dir = tempdir();
+    std::fs::write(
+        dir.join(".env"),
+        format!(
+            "REVERB_APP_ID=app-id\nREVERB_APP_KEY=app-key\nREVERB_APP_SECRET=app-secret\n\
+             REVERB_APP_WEBHOOKS='{hooks}'\n"
+        ),
+    )
+    .unwrap();
+    let c = load_in(&dir, &[], Flags::default()).unwrap();
+    assert_eq!(c.apps[0].webhooks, a.webhooks);
+    // the shorthand pair: every channel and member event by default
+    let c = load(
+        &with_app(&[("REVERB_APP_WEBHOOK_URL", "https://example.com/hook")]),
+        Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.apps[0].webhooks,
+        vec![Webhook {
+            url: Url::parse("https://example.com/hook").unwrap(),
+            event_types: kinds(&CHANNEL_AND_MEMBER),
+            filter: Filter::default(),
+            headers: vec![],
+            batching: false,
+        }]
+    );
+    let c = load(
+        &with_app(&[
+            ("REVERB_APP_WEBHOOK_URL", "http://h:81/"),
+            ("REVERB_APP_WEBHOOK_EVENTS", " member_added, client_event ,"),
+        ]),
+        Flags::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.apps[0].webhooks[0].event_types,
+        kinds(&[Kind::MemberAdded, Kind::ClientEvent])
+    );
+}
+
+#[test]
+fn webhook_environment_errors_name_the_variable() {
+    let expected = Kind::ALL.map(Kind::name).join(", ");
+    let cases: Vec<(Vec<(&str, &str)>, String)> = vec![
+        (
+            vec![("REVERB_APP_WEBHOOKS", "[{\"url\":\"http://h/\"}, {\"url\":\"http://h/\",\"event_types\":[\"x\"]}]")],
+            format!(
+                "REVERB_APP_WEBHOOKS (environment): [1].event_types[0]: unknown event type \"x\" (expected one of {expected})"
+            ),
+        ),
+        (
+            vec![("REVERB_APP_WEBHOOKS", "{\"url\":\"http://h/\"}")],
+            "REVERB_APP_WEBHOOKS (environment): expected a list of webhook objects".into(),
+        ),
+        (
+            vec![("REVERB_APP_WEBHOOKS", "[{url: x}]")],
+            "REVERB_APP_WEBHOOKS (environment): is not valid JSON".into(),
+        ),
+        (
+            vec![
+                ("REVERB_APP_WEBHOOKS", "[]"),
+                ("REVERB_APP_WEBHOOK_URL", "http://h/"),
+            ],
+            "REVERB_APP_WEBHOOKS (environment): is set and so is REVERB_APP_WEBHOOK_URL (environment); \
+             give the webhooks in one form, not both"
+                .into(),
+        ),
+        (
+            vec![
+                ("REVERB_APP_WEBHOOKS", "[]"),
+                ("REVERB_APP_WEBHOOK_EVENTS", "member_added"),
+            ],
+            "REVERB_APP_WEBHOOKS (environment): is set and so is REVERB_APP_WEBHOOK_EVENTS (environment)".into(),
+        ),
+        (
+            vec![("REVERB_APP_WEBHOOK_EVENTS", "member_added")],
+            "REVERB_APP_WEBHOOK_EVENTS (environment): is set but REVERB_APP_WEBHOOK_URL is not".into(),
+        ),
+        (
+            vec![("REVERB_APP_WEBHOOK_URL", "example.com/hook")],
+            "REVERB_APP_WEBHOOK_URL (environment): \"example.com/hook\"".into(),
+        ),
+        (
+            vec![
+                ("REVERB_APP_WEBHOOK_URL", "http://h/"),
+                ("REVERB_APP_WEBHOOK_EVENTS", "member_added,member_gone"),
+            ],
+            format!(
+                "REVERB_APP_WEBHOOK_EVENTS (environment): unknown event type \"member_gone\" (expected one of {expected})"
+            ),
+        ),
+        (
+            vec![
+                ("REVERB_APP_WEBHOOK_URL", "http://h/"),
+                ("REVERB_APP_WEBHOOK_EVENTS", ",,"),
+            ],
+            "REVERB_APP_WEBHOOK_EVENTS (environment): is empty".into(),
+        ),
+        (
+            vec![("REVERB_APP_WEBHOOK_DELAY", "61")],
+            "REVERB_APP_WEBHOOK_DELAY (environment): 61 is out of range (0 to 60)".into(),
+        ),
+    ];
+    for (i, (vars, want)) in cases.iter().enumerate() {
+        let e = load(&with_app(vars), Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(want.as_str()),
+            "case {i}: {e:?} should start with {want:?}"
+        );
+    }
+    // .env sources are named by file and line
+    let dir = tempdir();
+    std::fs::write(
+        dir.join(".env"),
+        "REVERB_APP_ID=app-id\nREVERB_APP_KEY=app-key\nREVERB_APP_SECRET=app-secret\n\
+         REVERB_APP_WEBHOOK_URL=http://h/\n",
+    )
+    .unwrap();
+    let e = load_in(&dir, &[("REVERB_APP_WEBHOOKS", "[]")], Flags::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!(
+            "is set and so is REVERB_APP_WEBHOOK_URL ({} line 4)",
+            dir.join(".env").display()
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn describe_shows_webhooks_with_secrets_masked() {
+    let c = load_second_app(
+        r#""webhook_delay": 5, "webhooks": [
+            {"url": "https://h.example/p?token=t0ken-123&team=blue",
+             "event_types": ["member_added", "channel_occupied"],
+             "filter": {"channel_name_starts_with": "presence-"},
+             "headers": {"Authorization": "Bearer very-secret-456"},
+             "batching": true},
+            {"url": "http://127.0.0.1:9000/h"}]"#,
+    )
+    .unwrap();
+    let text = c.describe();
+    for hidden in ["t0ken-123", "very-secret-456", "blue"] {
+        assert!(!text.contains(hidden), "{hidden} shown:\n{text}");
+    }
+    assert!(text.contains("webhook_delay = 5, webhooks = 2\n"), "{text}");
+    assert!(text.contains("webhook_delay = 3, webhooks = 0\n"), "{text}");
+    assert!(
+        text.contains(
+            r#"    webhooks[0] = {"url":"https://h.example/p?token=****&team=****","event_types":["channel_occupied","member_added"],"filter":{"channel_name_starts_with":"presence-"},"headers":{"Authorization":"****"},"batching":true}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"    webhooks[1] = {"url":"http://127.0.0.1:9000/h","event_types":["channel_occupied","channel_vacated","member_added","member_removed"],"batching":false}"#
+        ),
+        "{text}"
+    );
+}

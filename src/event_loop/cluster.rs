@@ -16,12 +16,12 @@ use mio::Token;
 
 use super::{REDIS_PUB, REDIS_SUB, Server, redis_link};
 use crate::config;
+use crate::log_info;
 use crate::metrics::Metrics;
 use crate::pusher::cluster::Bus;
 use crate::pusher::{Hub, Output};
 use crate::redis::client::{Event, Role};
 use crate::scaling;
-use crate::{log_info, log_warn};
 
 /// The links and the policy, present when scaling is on.
 pub struct Scaling {
@@ -36,13 +36,21 @@ pub struct Scaling {
 impl Scaling {
     /// Make this node a cluster member: its id, the hub's cluster part and
     /// the two links (which connect on the first turn).
-    pub fn start(sc: &config::Scaling, seed: u64, hub: &mut Hub) -> io::Result<Scaling> {
+    /// `node`: the identity to keep (an upgrade); otherwise one is drawn
+    /// from `seed`.
+    pub fn start(
+        sc: &config::Scaling,
+        seed: u64,
+        node: Option<String>,
+        hub: &mut Hub,
+    ) -> io::Result<Scaling> {
         let tls = if sc.redis.tls {
             Some(crate::tls::client_config().map_err(io::Error::other)?)
         } else {
             None
         };
-        let node = format!("{:016x}", crate::pusher::splitmix64(&mut seed.clone()));
+        let node = node
+            .unwrap_or_else(|| format!("{:016x}", crate::pusher::splitmix64(&mut seed.clone())));
         log_info!(
             "scaling: node {node}, Redis {}, channel {:?}",
             sc.redis,
@@ -80,7 +88,7 @@ impl Scaling {
             }
             Output::Backlog { open } => self.policy.backlog(open),
             Output::Restart => self.restart = true,
-            Output::Send(..) | Output::Close(..) => {}
+            Output::Send(..) | Output::Close(..) | Output::Webhook { .. } => {}
         }
     }
 
@@ -107,6 +115,39 @@ impl Scaling {
             }
         }
         while self.publ.poll_event(now).is_some() {}
+    }
+
+    /// `revurb upgrade`, the new image: the subscriber connection the old
+    /// one handed over.
+    pub(super) fn adopt_subscriber(
+        &mut self,
+        now: u64,
+        sock: mio::net::TcpStream,
+        registry: &mio::Registry,
+        unread: Vec<u8>,
+        messages: Vec<Vec<u8>>,
+    ) -> io::Result<()> {
+        self.sub.adopt(now, sock, registry, unread, messages)
+    }
+
+    /// `revurb upgrade`, the old image: read what the subscriber socket
+    /// holds now and hand it to the hub (a bridge connection is subscribed
+    /// by then, so nothing published falls between the two).
+    pub(super) fn read_subscriber_now(
+        &mut self,
+        hub: &mut Hub,
+        metrics: &mut Metrics,
+        now: u64,
+        registry: &mio::Registry,
+    ) {
+        for _ in 0..64 {
+            let back = self.sub.ready(now, true, false, registry);
+            self.policy.requeue(back);
+            self.events(hub, metrics, now);
+            if !self.sub.more_to_read {
+                break;
+            }
+        }
     }
 
     /// The gauges and counters `/metrics` shows.
@@ -181,10 +222,7 @@ impl Server {
         sc.policy.requeue(back);
         sc.report(&mut self.metrics);
         if std::mem::take(&mut sc.restart) {
-            log_warn!(
-                "restart signal received over Redis: closing every connection with 4200 and stopping"
-            );
-            self.begin_shutdown();
+            self.begin_stop(true);
         }
     }
 }

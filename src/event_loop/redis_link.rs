@@ -63,6 +63,32 @@ impl Link {
         }
     }
 
+    /// Take over a plain subscriber connection the previous process image
+    /// set up (`revurb upgrade`); see [`Client::adopt_ready`].
+    pub fn adopt(
+        &mut self,
+        now: u64,
+        mut sock: TcpStream,
+        registry: &Registry,
+        unread: Vec<u8>,
+        messages: Vec<Vec<u8>>,
+    ) -> io::Result<()> {
+        registry.register(
+            &mut sock,
+            self.token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.sock = Some(sock);
+        self.tls = None;
+        self.tcp_up = true;
+        self.ever_up = true;
+        self.outage_since = None;
+        self.client.adopt_ready(now, unread, messages);
+        // what arrived since the previous image last read
+        self.more_to_read = true;
+        Ok(())
+    }
+
     fn name(&self) -> &'static str {
         self.client.role().name()
     }

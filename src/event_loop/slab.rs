@@ -107,6 +107,36 @@ impl<T> Slab<T> {
         })
     }
 
+    /// Put `value` back under `id`, as the previous process image had it
+    /// (`revurb upgrade`): the slot takes `id`'s generation. Gives the
+    /// value back if the slot is taken. Call [`Slab::rebuild_free`] after
+    /// the last one.
+    pub fn restore(&mut self, id: ConnId, value: T) -> Result<(), T> {
+        let slot = id.slot();
+        while self.slots.len() <= slot {
+            self.slots.push(Slot {
+                generation: 0,
+                value: None,
+            });
+        }
+        let s = &mut self.slots[slot];
+        if s.value.is_some() {
+            return Err(value);
+        }
+        s.generation = id.generation();
+        s.value = Some(value);
+        self.live += 1;
+        Ok(())
+    }
+
+    /// After [`Slab::restore`]: every empty slot is free.
+    pub fn rebuild_free(&mut self) {
+        self.free = (0..self.slots.len())
+            .rev()
+            .filter(|&i| self.slots[i].value.is_none())
+            .collect();
+    }
+
     /// How many values are stored.
     pub fn len(&self) -> usize {
         self.live
@@ -159,6 +189,22 @@ mod tests {
         assert_eq!(slab.len(), 0);
         let a = insert(&mut slab, "a");
         assert_eq!(Some(a), seen.get(), "the same slot, never seen by anyone");
+    }
+
+    #[test]
+    fn restored_ids_are_live_and_the_gaps_free() {
+        let mut slab: Slab<&'static str> = Slab::default();
+        assert!(slab.restore(ConnId::new(3, 7), "c").is_ok());
+        assert!(slab.restore(ConnId::new(1, 2), "a").is_ok());
+        assert_eq!(slab.restore(ConnId::new(1, 5), "x"), Err("x"));
+        slab.rebuild_free();
+        assert_eq!(slab.get(ConnId::new(3, 7)), Some(&"c"));
+        assert_eq!(slab.get(ConnId::new(3, 6)), None);
+        assert_eq!(slab.len(), 2);
+        let ids: Vec<ConnId> = (0..3).map(|_| insert(&mut slab, "new")).collect();
+        let mut slots: Vec<usize> = ids.iter().map(|id| id.slot()).collect();
+        slots.sort();
+        assert_eq!(slots, vec![0, 2, 4]);
     }
 
     #[test]

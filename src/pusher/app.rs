@@ -61,6 +61,20 @@ pub struct App {
     pub max_presence_members: usize,
     /// Bytes of `user_info` JSON per presence member (Pusher's limit is 1 KB, revurb 2 KB).
     pub max_user_info_size: usize,
+    /// Where the app's webhooks go (`webhooks` in the JSON config).
+    pub webhooks: Vec<crate::webhook::Webhook>,
+    /// How long `channel_vacated` and `member_removed` wait (and are
+    /// dropped if the channel is occupied again or the user is back).
+    pub webhook_delay_ms: u64,
+    /// Authorized connections: a connection must sign in or join a private
+    /// or presence channel within `user_authentication_timeout` seconds, or
+    /// it is closed with 4009 (soketi's name for Pusher's feature).
+    pub enable_user_authentication: bool,
+    /// Seconds a connection has to authorize when that is required.
+    pub user_authentication_timeout: u64,
+    /// Tell the subscribers of public and private channels their
+    /// cluster-wide count (`pusher_internal:subscription_count`).
+    pub enable_subscription_count: bool,
 }
 
 impl App {
@@ -79,6 +93,11 @@ impl App {
             rate_limit: None,
             max_presence_members: 100,
             max_user_info_size: 2048,
+            webhooks: Vec::new(),
+            webhook_delay_ms: 3000,
+            enable_user_authentication: false,
+            user_authentication_timeout: 30,
+            enable_subscription_count: false,
         }
     }
 
@@ -94,6 +113,12 @@ impl App {
             return false;
         };
         self.allowed_origins.iter().any(|p| glob_match(p, host))
+    }
+
+    /// Whether any of the app's webhooks wants an event of `kind` on
+    /// `channel` (the hub builds none that nobody wants).
+    pub fn wants_webhook(&self, kind: crate::webhook::Kind, channel: &str) -> bool {
+        self.webhooks.iter().any(|w| w.wants(kind, channel))
     }
 }
 

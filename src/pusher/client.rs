@@ -18,7 +18,7 @@ use super::channel::{self, Auth, Channel, Member, SERVER_TO_USER_PREFIX};
 use super::cluster::{self, envelope::Body};
 use super::{
     AppId, ClientEvents, ConnId, Frame, Hub, MAX_CHANNELS_PER_CONNECTION, PusherError,
-    format_socket_id, message, truncate,
+    format_socket_id, message, truncate, watchlist,
 };
 
 /// A `pusher:subscribe` as the client sent it, checked for shape only.
@@ -135,7 +135,7 @@ impl Hub {
             }
             "pusher:pong" => Ok(()),
             "pusher:subscribe" => self.subscribe(now, conn, app, &data),
-            "pusher:unsubscribe" => self.unsubscribe(conn, app, &data),
+            "pusher:unsubscribe" => self.unsubscribe(now, conn, app, &data),
             "pusher:signin" => self.signin(now, conn, app, &data),
             "pusher:connection_established" => {
                 // Reverb re-sends the acknowledgement.
@@ -220,7 +220,10 @@ impl Hub {
             return Ok(()); // the connection is gone
         };
         let joined = self.join(now, conn, app, name, member, already);
-        self.reply_subscribed(conn, app, name, joined);
+        self.reply_subscribed(now, conn, app, name, joined);
+        if matches!(channel::Kind::of(name).auth, Auth::Private | Auth::Presence) {
+            self.authorized(conn);
+        }
         Ok(())
     }
 
@@ -355,7 +358,7 @@ impl Hub {
             self.publish(body);
         } else if already && kind.is_presence() {
             // re-subscribing as another user: the old membership leaves first
-            self.leave_channel(app, name, conn);
+            self.leave_channel(now, app, name, conn);
             if let Some(c) = self.conn_mut(conn) {
                 c.channels.retain(|n| &**n != name);
             }
@@ -382,9 +385,12 @@ impl Hub {
             "{}".to_string()
         };
         self.cluster_dirty(app, Some(&key));
+        self.hook_count(now, app, &key);
         if let Some(c) = self.conn_mut(conn)
             && !c.channels.iter().any(|n| **n == *key)
         {
+            // exactly as long as needed: most connections hold one channel
+            c.channels.reserve_exact(1);
             c.channels.push(key);
         }
         Joined {
@@ -397,7 +403,7 @@ impl Hub {
     /// `subscription_succeeded`, then the cached event or `cache_miss` of a
     /// cache channel, then `member_added` for the others and the `join` for
     /// the other nodes when a new user joined.
-    fn reply_subscribed(&mut self, conn: ConnId, app: AppId, name: &str, joined: Joined) {
+    fn reply_subscribed(&mut self, now: u64, conn: ConnId, app: AppId, name: &str, joined: Joined) {
         self.send_json(
             conn,
             &message::event(
@@ -409,14 +415,15 @@ impl Hub {
         match joined.cached {
             Some(Some(frame)) => self.send(conn, frame),
             Some(None) => {
-                self.send_json(conn, &message::event("pusher:cache_miss", None, Some(name)))
+                self.send_json(conn, &message::event("pusher:cache_miss", None, Some(name)));
+                self.hook_cache_miss(now, app, name);
             }
             None => {}
         }
         if let Some(m) = joined.added {
             // a member of the cluster already if another node has the user
             if !self.remote_has_user(app, name, &m.key) {
-                self.announce_member(app, name, &m, true, Some(conn));
+                self.announce_member(now, app, name, &m, true, Some(conn));
             }
             let body = cluster::join_body(&self.apps[app].config.id, name, &m);
             self.publish(body);
@@ -433,6 +440,7 @@ impl Hub {
 
     pub(super) fn unsubscribe(
         &mut self,
+        now: u64,
         conn: ConnId,
         app: AppId,
         data: &Value,
@@ -449,14 +457,14 @@ impl Hub {
         let before = c.channels.len();
         c.channels.retain(|n| &**n != name.as_str());
         if c.channels.len() != before {
-            self.leave_channel(app, name, conn);
+            self.leave_channel(now, app, name, conn);
         }
         Ok(())
     }
 
     /// Remove `conn` from a channel: `member_removed` after a user's last
     /// connection, and the channel dropped once empty (unless it holds a cache).
-    pub(super) fn leave_channel(&mut self, app: AppId, name: &str, conn: ConnId) {
+    pub(super) fn leave_channel(&mut self, now: u64, app: AppId, name: &str, conn: ConnId) {
         let Some(ch) = self.apps[app].channels.get_mut(name) else {
             return;
         };
@@ -464,12 +472,13 @@ impl Hub {
         let removed = ch.presence.as_mut().and_then(|p| p.remove(conn));
         if let Some(m) = removed {
             if !self.remote_has_user(app, name, &m.key) {
-                self.announce_member(app, name, &m, false, None);
+                self.announce_member(now, app, name, &m, false, None);
             }
             self.publish(cluster::leave_body(&self.apps[app].config.id, name, &m));
         }
         let key = self.channel_key(app, name);
         self.cluster_dirty(app, Some(&key));
+        self.hook_count(now, app, &key);
         let ch = &self.apps[app].channels[name];
         if ch.is_empty() && ch.cache.is_none() {
             self.apps[app].channels.remove(name);
@@ -478,7 +487,7 @@ impl Hub {
 
     pub(super) fn signin(
         &mut self,
-        _now: u64,
+        now: u64,
         conn: ConnId,
         app: AppId,
         data: &Value,
@@ -490,8 +499,9 @@ impl Hub {
         };
         let cfg = &self.apps[app].config;
         let socket_id = self.socket_id_of(conn);
-        let user_id = serde_json::from_str::<Value>(user_data)
-            .ok()
+        let fields = serde_json::from_str::<Value>(user_data).ok();
+        let user_id = fields
+            .as_ref()
             .and_then(|u| u.get("id").and_then(channel::user_key));
         let ok = crate::auth::verify_user_auth(&cfg.key, &cfg.secret, &socket_id, user_data, auth);
         let (true, Some(user_id)) = (ok, user_id) else {
@@ -500,6 +510,15 @@ impl Hub {
             self.terminate(0, conn, PusherError::Unauthorized);
             return Ok(());
         };
+        // a malformed watchlist refuses the signin as bad user_data does
+        let watchlist = match watchlist::parse(fields.as_ref().and_then(|u| u.get("watchlist"))) {
+            Ok(list) => list,
+            Err(err) => {
+                self.send_error(conn, err);
+                self.terminate(0, conn, err);
+                return Ok(());
+            }
+        };
         let channel = format!("{SERVER_TO_USER_PREFIX}{user_id}");
         let already = self.conn(conn).and_then(|c| c.user.clone());
         if let Some(old) = already {
@@ -507,7 +526,7 @@ impl Hub {
             if let Some(c) = self.conn_mut(conn) {
                 c.channels.retain(|n| **n != *old_channel);
             }
-            self.leave_channel(app, &old_channel, conn);
+            self.leave_channel(now, app, &old_channel, conn);
         }
         let key = self.channel_key(app, &channel);
         self.apps[app]
@@ -519,6 +538,8 @@ impl Hub {
         if let Some(c) = self.conn_mut(conn) {
             c.user = Some(Rc::from(user_id.as_str()));
             if !c.channels.contains(&key) {
+                // exactly as long as needed: most connections hold one channel
+                c.channels.reserve_exact(1);
                 c.channels.push(key);
             }
         }
@@ -527,6 +548,12 @@ impl Hub {
             conn,
             &message::event("pusher:signin_success", Some(&reply), None),
         );
+        self.authorized(conn);
+        let (list, over) = watchlist.map_or((None, false), |(l, over)| (Some(l), over));
+        if over {
+            self.send_error(conn, PusherError::WatchlistLimit);
+        }
+        self.watch(conn, app, list);
         Ok(())
     }
 
@@ -564,6 +591,7 @@ impl Hub {
             .map(|m| m.user_id.clone());
         let json = message::client_event(event, name, &data, user_id.as_ref());
         self.deliver(now, app, name, &json, Some(conn), Some((event, &data)));
+        self.hook_client_event(app, name, event, &data, conn, user_id.as_ref());
         if self.cluster.is_some() {
             self.publish(Body::Client {
                 app: self.apps[app].config.id.clone(),

@@ -275,6 +275,46 @@ impl Cluster {
     }
 }
 
+/// What the webhooks (`super::webhooks`) read of the view.
+impl Cluster {
+    /// The other live nodes.
+    pub(super) fn peers(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(String::as_str)
+    }
+
+    /// When `node` was last heard from; `None` when it is not in the view.
+    pub(super) fn last_heard(&self, node: &str) -> Option<u64> {
+        self.nodes.get(node).map(|n| n.last_seen)
+    }
+
+    pub(super) fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
+
+    /// Whether `node` has subscribers or members in `channel`.
+    pub(super) fn node_occupies(&self, node: &str, app_id: &str, channel: &str) -> bool {
+        let Some(a) = self.nodes.get(node).and_then(|n| n.apps.get(app_id)) else {
+            return false;
+        };
+        a.subs.get(channel).is_some_and(|n| *n > 0) || a.members.contains_key(channel)
+    }
+
+    /// Whether `node` has user `key` in `channel`.
+    pub(super) fn node_has_member(
+        &self,
+        node: &str,
+        app_id: &str,
+        channel: &str,
+        key: &str,
+    ) -> bool {
+        self.nodes
+            .get(node)
+            .and_then(|n| n.apps.get(app_id))
+            .and_then(|a| a.members.get(channel))
+            .is_some_and(|ms| ms.iter().any(|m| m.key == key))
+    }
+}
+
 fn member_from(data: &Value) -> Option<Rc<Member>> {
     let key = data.get("user_id").and_then(channel::user_key)?;
     Some(Rc::new(Member {
@@ -291,6 +331,7 @@ impl Hub {
         let seal = self.bus_seal(&bus);
         crate::log_debug!("cluster: bus key from {:?}", seal.origin);
         self.cluster = Some(Box::new(Cluster::new(node, timeout_ms, bus, seal)));
+        self.hooks_cluster_enabled();
         // the loop learns the gate's first state (closed: the link is down)
         self.out.push_back(Output::Backlog { open: false });
     }
@@ -369,6 +410,7 @@ impl Hub {
             let apps = self.local_state(now);
             self.publish(Body::State { apps, reply: true });
         }
+        self.hooks_link(now, up);
         self.cluster_backlog_gate(now);
     }
 
@@ -411,6 +453,9 @@ impl Hub {
 
     /// Note that counts of `app` (and `channel`) changed.
     pub(super) fn cluster_dirty(&mut self, app: AppId, channel: Option<&Rc<str>>) {
+        if let Some(ch) = channel {
+            self.subscribers_changed(app, ch);
+        }
         if let Some(c) = self.cluster.as_mut()
             && c.link_up
         {
@@ -573,12 +618,14 @@ impl Hub {
     /// Tell this node's subscribers of `channel` that a user joined or left.
     pub(super) fn announce_member(
         &mut self,
+        now: u64,
         app: AppId,
         channel: &str,
         member: &Member,
         added: bool,
         except: Option<ConnId>,
     ) {
+        self.hook_member(now, app, channel, member, added);
         let Some(ch) = self.apps[app].channels.get(channel) else {
             return;
         };
@@ -627,7 +674,7 @@ impl Hub {
                 self.out.push_back(Output::Restart);
                 return;
             }
-            Body::Bye => return self.node_left(&env.node),
+            Body::Bye => return self.node_left(now, &env.node),
             _ => {}
         }
         let Some(known) = self.hear_from(now, &env) else {
@@ -670,14 +717,14 @@ impl Hub {
     }
 
     /// A node said goodbye: forget it and its members now.
-    fn node_left(&mut self, node: &str) {
+    fn node_left(&mut self, now: u64, node: &str) {
         if self
             .cluster
             .as_ref()
             .is_some_and(|c| c.nodes.contains_key(node))
         {
             crate::log_info!("cluster: node {node} left");
-            self.replace_state(node, BTreeMap::new());
+            self.replace_state(now, node, BTreeMap::new());
             if let Some(c) = self.cluster.as_mut() {
                 // remembered, so its messages replayed do not bring it back
                 if let Some(n) = c.nodes.remove(node) {
@@ -685,6 +732,7 @@ impl Hub {
                 }
                 c.resync.remove(node);
             }
+            self.hooks_nodes_gone(now, Some(node));
         }
     }
 
@@ -772,15 +820,16 @@ impl Hub {
                 let json = message::client_event(&event, &channel, &data, user_id.as_ref());
                 self.deliver(now, app, &channel, &json, None, Some((&event, &data)));
             }
-            body @ (Body::Join { .. } | Body::Leave { .. }) => self.apply_presence(node, body),
+            body @ (Body::Join { .. } | Body::Leave { .. }) => self.apply_presence(now, node, body),
             Body::Counts {
                 app,
                 connections,
                 channels,
-            } => self.apply_counts(node, &app, connections, channels),
+            } => self.apply_counts(now, node, &app, connections, channels),
             Body::State { apps, reply } => {
                 self.adopt_caches(now, &apps);
-                self.replace_state(node, apps);
+                self.replace_state(now, node, apps);
+                self.hooks_state_from(node);
                 if reply {
                     let apps = self.local_state(now);
                     self.publish(Body::State { apps, reply: false });
@@ -802,7 +851,7 @@ impl Hub {
     }
 
     /// A `join` or `leave` of a user on `node`.
-    fn apply_presence(&mut self, node: &str, body: Body) {
+    fn apply_presence(&mut self, now: u64, node: &str, body: Body) {
         match body {
             Body::Join { channel, .. } | Body::Leave { channel, .. }
                 if !channel::Kind::of(&channel).is_presence() =>
@@ -823,7 +872,8 @@ impl Hub {
                 let mut ms = self.node_members(node, &app, &channel);
                 ms.retain(|x| x.key != m.key);
                 ms.push(m);
-                self.set_members(node, &app, &channel, ms);
+                self.set_members(now, node, &app, &channel, ms);
+                self.hook_remote_count(now, &app, &channel);
             }
             Body::Leave {
                 app,
@@ -835,7 +885,8 @@ impl Hub {
                 };
                 let mut ms = self.node_members(node, &app, &channel);
                 ms.retain(|x| x.key != key);
-                self.set_members(node, &app, &channel, ms);
+                self.set_members(now, node, &app, &channel, ms);
+                self.hook_remote_count(now, &app, &channel);
             }
             _ => {}
         }
@@ -845,21 +896,31 @@ impl Hub {
     /// subscribers of the channels that changed (0: gone there).
     fn apply_counts(
         &mut self,
+        now: u64,
         node: &str,
         app: &str,
         connections: u64,
         channels: BTreeMap<String, u64>,
     ) {
+        let hooked = self.hooks_app(app);
         if let Some(a) = self.remote_app_mut(node, app) {
             a.connections = connections;
-            for (name, n) in channels {
-                if !channel::valid_api_name(&name) {
+            for (name, &n) in &channels {
+                if !channel::valid_api_name(name) {
                     continue;
                 }
                 if n == 0 {
-                    a.subs.remove(&name);
+                    a.subs.remove(name);
                 } else {
-                    a.subs.insert(name, n);
+                    a.subs.insert(name.clone(), n);
+                }
+            }
+            for name in channels.keys() {
+                self.remote_subscribers_changed(app, name);
+            }
+            if let Some(hooked) = hooked {
+                for name in channels.keys() {
+                    self.hook_count(now, hooked, name);
                 }
             }
         }
@@ -895,7 +956,14 @@ impl Hub {
 
     /// Replace what `node` has in a presence channel, telling local
     /// subscribers about users who became or stopped being members.
-    fn set_members(&mut self, node: &str, app_id: &str, channel: &str, new: Vec<Rc<Member>>) {
+    fn set_members(
+        &mut self,
+        now: u64,
+        node: &str,
+        app_id: &str,
+        channel: &str,
+        new: Vec<Rc<Member>>,
+    ) {
         let old = self.node_members(node, app_id, channel);
         let local = self.app_by_id(app_id);
         let elsewhere = |hub: &Hub, key: &str| {
@@ -931,9 +999,25 @@ impl Hub {
         }
         if let Some(app) = local {
             for (m, added) in changes {
-                self.announce_member(app, channel, &m, added, None);
+                self.announce_member(now, app, channel, &m, added, None);
             }
         }
+    }
+
+    /// The channels `node` has, of apps with webhooks (their counts change
+    /// when its view is replaced).
+    fn hooks_node_channels(&self, node: &str) -> Vec<(AppId, String)> {
+        let mut out = Vec::new();
+        let Some(n) = self.cluster.as_ref().and_then(|c| c.nodes.get(node)) else {
+            return out;
+        };
+        for (id, a) in &n.apps {
+            if let Some(app) = self.hooks_app(id) {
+                let names = a.subs.keys().chain(a.members.keys());
+                out.extend(names.map(|ch| (app, ch.clone())));
+            }
+        }
+        out
     }
 
     /// Take the cached events of another node's state that are newer than
@@ -975,7 +1059,37 @@ impl Hub {
     }
 
     /// A full state from `node`: replace its view.
-    fn replace_state(&mut self, node: &str, apps: BTreeMap<String, WireApp>) {
+    fn replace_state(&mut self, now: u64, node: &str, apps: BTreeMap<String, WireApp>) {
+        // the channels it had before and has now may have changed
+        let mut touched: Vec<(String, String)> = Vec::new();
+        if let Some(n) = self.cluster.as_ref().and_then(|c| c.nodes.get(node)) {
+            for (app, a) in &n.apps {
+                touched.extend(a.subs.keys().map(|ch| (app.clone(), ch.clone())));
+            }
+        }
+        for (app, a) in &apps {
+            touched.extend(a.channels.keys().map(|ch| (app.clone(), ch.clone())));
+        }
+        // and, of apps with webhooks, their members' channels too
+        let mut recount = self.hooks_node_channels(node);
+        for (id, a) in &apps {
+            if let Some(app) = self.hooks_app(id) {
+                let names = a.channels.keys().chain(a.members.keys());
+                recount.extend(names.map(|ch| (app, ch.clone())));
+            }
+        }
+        self.replace_view(now, node, apps);
+        for (app, ch) in touched {
+            self.remote_subscribers_changed(&app, &ch);
+        }
+        recount.sort();
+        recount.dedup();
+        for (app, ch) in recount {
+            self.hook_count(now, app, &ch);
+        }
+    }
+
+    fn replace_view(&mut self, now: u64, node: &str, apps: BTreeMap<String, WireApp>) {
         // presence channels it had before or has now
         let mut channels: Vec<(String, String)> = Vec::new();
         if let Some(n) = self.cluster.as_ref().and_then(|c| c.nodes.get(node)) {
@@ -998,7 +1112,7 @@ impl Hub {
                 .and_then(|a| a.members.get(&ch))
                 .map(|ms| ms.iter().filter_map(member_from).collect())
                 .unwrap_or_default();
-            self.set_members(node, &app, &ch, ms);
+            self.set_members(now, node, &app, &ch, ms);
         }
         let keep: HashSet<&String> = apps.keys().collect();
         if let Some(n) = self.cluster.as_mut().and_then(|c| c.nodes.get_mut(node)) {
@@ -1038,17 +1152,22 @@ impl Hub {
             .filter(|(_, n)| n.last_seen + timeout <= now)
             .map(|(id, _)| id.clone())
             .collect();
+        let mut gone = false;
         for id in dead {
             crate::log_warn!(
                 "cluster: node {id} silent for {} s; its connections and members are gone",
                 timeout / 1000
             );
-            self.replace_state(&id, BTreeMap::new());
+            self.replace_state(now, &id, BTreeMap::new());
             if let Some(c) = self.cluster.as_mut()
                 && let Some(n) = c.nodes.remove(&id)
             {
                 c.retire(id, n.seqs);
             }
+            gone = true;
+        }
+        if gone {
+            self.hooks_nodes_gone(now, None);
         }
     }
 
@@ -1063,6 +1182,144 @@ impl Hub {
             .into_iter()
             .flatten()
             .min()
+    }
+}
+
+/// This node's cluster identity and its view of the others as plain data,
+/// for the upgrade's hand-over (`handover`): the new process keeps the node
+/// id and goes on with the seq counter, so the others see no departure and
+/// take its messages as new; it keeps what it knew of each node, so their
+/// `state` replies change nothing that clients would hear.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterExport {
+    pub node: String,
+    pub seq: u64,
+    /// When the node first started (Unix ms): the new image keeps it, so
+    /// that what the others signed during the switch is not refused as
+    /// older than the node (replays are refused by the seq marks kept).
+    #[serde(default)]
+    pub started: u64,
+    pub nodes: Vec<NodeExport>,
+    /// (node, durable seq, live seq) of nodes dropped lately.
+    pub retired: Vec<(String, u64, u64)>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeExport {
+    pub id: String,
+    pub last_seen: u64,
+    pub durable: u64,
+    pub live: u64,
+    /// (app id, connections, (channel, subscribers), (channel, members' channel_data))
+    pub apps: Vec<RemoteAppExport>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RemoteAppExport {
+    pub app: String,
+    pub connections: u64,
+    pub subs: Vec<(String, u64)>,
+    pub members: Vec<(String, Vec<Value>)>,
+}
+
+impl Hub {
+    pub(super) fn cluster_export(&self) -> Option<ClusterExport> {
+        let c = self.cluster.as_ref()?;
+        let mut nodes: Vec<NodeExport> = c
+            .nodes
+            .iter()
+            .map(|(id, n)| {
+                let mut apps: Vec<RemoteAppExport> = n
+                    .apps
+                    .iter()
+                    .map(|(app, a)| RemoteAppExport {
+                        app: app.clone(),
+                        connections: a.connections,
+                        subs: a.subs.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                        members: a
+                            .members
+                            .iter()
+                            .map(|(k, ms)| (k.clone(), ms.iter().map(|m| m.data.clone()).collect()))
+                            .collect(),
+                    })
+                    .collect();
+                apps.sort_by(|a, b| a.app.cmp(&b.app));
+                NodeExport {
+                    id: id.clone(),
+                    last_seen: n.last_seen,
+                    durable: n.seqs.durable,
+                    live: n.seqs.live,
+                    apps,
+                }
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Some(ClusterExport {
+            node: c.node.clone(),
+            seq: c.seq,
+            started: c.bus.started,
+            nodes,
+            retired: c
+                .retired
+                .iter()
+                .map(|(id, s)| (id.clone(), s.durable, s.live))
+                .collect(),
+        })
+    }
+
+    /// Take the identity and view of the hand-over (scaling must be on;
+    /// the bus and key are this process's). At most [`MAX_NODES`] nodes,
+    /// only valid members; the rest is dropped.
+    pub(super) fn cluster_import(&mut self, e: &ClusterExport) {
+        let Some(old) = self.cluster.take() else {
+            return;
+        };
+        let old = *old;
+        let seal = Rc::try_unwrap(old.seal).unwrap_or_else(|rc| (*rc).clone());
+        let mut bus = old.bus;
+        if e.started > 0 {
+            bus.started = bus.started.min(e.started);
+        }
+        let mut c = Cluster::new(e.node.clone(), old.timeout_ms, bus, seal);
+        c.seq = e.seq;
+        for n in e.nodes.iter().take(MAX_NODES) {
+            if n.id == e.node {
+                continue;
+            }
+            let mut apps = HashMap::new();
+            for a in &n.apps {
+                let members = a
+                    .members
+                    .iter()
+                    .map(|(ch, ms)| (ch.clone(), ms.iter().filter_map(member_from).collect()))
+                    .collect();
+                let remote = RemoteApp {
+                    connections: a.connections,
+                    subs: a.subs.iter().cloned().collect(),
+                    members,
+                };
+                apps.insert(a.app.clone(), remote);
+            }
+            let node = Node {
+                last_seen: n.last_seen,
+                seqs: Seqs {
+                    durable: n.durable,
+                    live: n.live,
+                },
+                apps,
+            };
+            c.nodes.insert(n.id.clone(), node);
+        }
+        for (id, durable, live) in e.retired.iter().take(RETIRED_NODES) {
+            c.retired.push_back((
+                id.clone(),
+                Seqs {
+                    durable: *durable,
+                    live: *live,
+                },
+            ));
+        }
+        self.cluster = Some(Box::new(c));
     }
 }
 

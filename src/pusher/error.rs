@@ -43,11 +43,20 @@ pub enum PusherError {
     UserInfoTooBig,
     /// 4009: closed by `terminate_connections` for its user.
     Terminated,
+    /// 4009: a `pusher:signin` whose `watchlist` is not a list of user ids
+    /// (the signin is refused and the connection closes).
+    InvalidWatchlist,
+    /// 4009: the app wants authorized connections and this one neither
+    /// signed in nor joined a private or presence channel in time.
+    AuthorizationTimeout,
+    /// 4302: a watchlist over 100 user ids; the first 100 are kept and the
+    /// signin succeeds (Pusher's rule).
+    WatchlistLimit,
 }
 
 impl PusherError {
     /// Every variant, so a test can check each one is documented.
-    pub const ALL: [PusherError; 17] = [
+    pub const ALL: [PusherError; 20] = [
         PusherError::AppNotFound,
         PusherError::OverQuota,
         PusherError::Origin,
@@ -65,6 +74,9 @@ impl PusherError {
         PusherError::PresenceFull,
         PusherError::UserInfoTooBig,
         PusherError::Terminated,
+        PusherError::InvalidWatchlist,
+        PusherError::AuthorizationTimeout,
+        PusherError::WatchlistLimit,
     ];
 
     /// The Pusher error code (also the WebSocket close code when it closes).
@@ -78,11 +90,14 @@ impl PusherError {
             | PusherError::InvalidChannel
             | PusherError::PresenceFull
             | PusherError::UserInfoTooBig
-            | PusherError::Terminated => 4009,
+            | PusherError::Terminated
+            | PusherError::InvalidWatchlist
+            | PusherError::AuthorizationTimeout => 4009,
             PusherError::OverCapacity => 4100,
             PusherError::InvalidMessage | PusherError::Shutdown => 4200,
             PusherError::PongTimeout => 4201,
             PusherError::TooManyChannels => 4300,
+            PusherError::WatchlistLimit => 4302,
             PusherError::RateLimit
             | PusherError::ClientEventsOff
             | PusherError::ClientEventsChannel => 4301,
@@ -111,6 +126,15 @@ impl PusherError {
             PusherError::PresenceFull => "Presence channel is full.",
             PusherError::UserInfoTooBig => "Presence user_info is too large.",
             PusherError::Terminated => "Connection terminated",
+            PusherError::InvalidWatchlist => {
+                "The watchlist in user_data must be an array of user id strings."
+            }
+            PusherError::AuthorizationTimeout => {
+                "Connection not authorized within timeout: sign in or subscribe to a private or presence channel."
+            }
+            PusherError::WatchlistLimit => {
+                "Watchlist limit exceeded. Only the first 100 user IDs are accepted."
+            }
         }
     }
 }
@@ -149,10 +173,13 @@ mod tests {
                 | PusherError::TooManyChannels
                 | PusherError::PresenceFull
                 | PusherError::UserInfoTooBig
-                | PusherError::Terminated => {}
+                | PusherError::Terminated
+                | PusherError::InvalidWatchlist
+                | PusherError::AuthorizationTimeout
+                | PusherError::WatchlistLimit => {}
             }
         }
-        assert_eq!(seen.len(), 17);
+        assert_eq!(seen.len(), 20);
     }
 
     #[test]
@@ -160,6 +187,8 @@ mod tests {
         for e in PusherError::ALL {
             assert!((4000..4400).contains(&e.code()), "{e}");
             assert!(!e.message().is_empty());
+            // a close frame's reason has room for 123 bytes (RFC 6455 5.5)
+            assert!(e.message().len() <= 123, "{e}");
         }
     }
 }

@@ -20,10 +20,15 @@
 //!   counts that changed), [`Hub::cluster_goodbye`] (before exiting).
 //! - **Outputs** leave by one door: [`Hub::poll_output`] yields every
 //!   [`Output`] (a frame to send, a connection to close, a message to
-//!   publish to the cluster, the outage-backlog gate, a restart) in the
-//!   order they were queued.
+//!   publish to the cluster, the outage-backlog gate, a restart, a webhook
+//!   event) in the order they were queued.
 //! - **Timers**: [`Hub::poll_timeout`] is the earliest deadline (pings,
-//!   prunes, cache expiry, heartbeats, silent nodes, the resync deadline);
+//!   prunes, cache expiry, heartbeats, silent nodes, the resync deadline,
+//!   the time connections have to authorize, watchlist reports and
+//!   subscription counts: due at once after an input changed a watched
+//!   user's status or a counted channel, so that the end of the turn
+//!   reports it, or when a delay or throttle ends; webhook delays and the
+//!   end of the turn's webhook events);
 //!   [`Hub::handle_timeout`] does what is due.
 //! - **Queries** take `&self` and change nothing: apps, channel attributes,
 //!   channel lists, presence users, counts (`query`), [`Hub::cluster_nodes`],
@@ -66,17 +71,27 @@
 //! `client` handles what a client sends (subscribe in its steps, signin,
 //! client events, the rate limit); `events` delivers events (API triggers,
 //! terminations); `query` answers the API and the metrics; `cluster` is
-//! horizontal scaling and its wire format (`cluster::envelope`); `channel`,
-//! `app`, `message` and `error` are the plain data they share.
+//! horizontal scaling and its wire format (`cluster::envelope`);
+//! `authorized` closes the connections that do not authorize in time when an
+//! app asks for it; `watchlist` tells signed-in users when the users they
+//! watch come and go; `counts` tells subscribers their channel's
+//! cluster-wide count; `webhooks` decides what the apps' webhooks are told,
+//! and when (once per cluster); `channel`, `app`, `message` and `error` are
+//! the plain data they share.
 
 pub mod app;
+mod authorized;
 pub mod channel;
 mod client;
 pub mod cluster;
+pub mod counts;
 mod error;
 mod events;
+pub mod handover;
 pub mod message;
 mod query;
+mod watchlist;
+mod webhooks;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -147,6 +162,12 @@ pub enum Output {
     /// `revurb restart` arrived over the cluster channel: close every
     /// connection with 4200 and stop.
     Restart,
+    /// Tell the app's webhooks (those that want it) about this event: the
+    /// hub has applied the delay and decided this node is the one to send it.
+    Webhook {
+        app: AppId,
+        event: crate::webhook::Event,
+    },
 }
 
 impl Output {
@@ -187,6 +208,12 @@ struct AppState {
     config: App,
     channels: HashMap<Rc<str>, Channel>,
     connections: u64,
+    /// Who watches whom (watchlist events).
+    watch: watchlist::Watchlists,
+    /// Webhook state; `None` when the app has no webhooks.
+    hooks: Option<Box<webhooks::AppHooks>>,
+    /// What the subscribers of each channel were told of its count.
+    counts: counts::Counts,
 }
 
 /// Counters the metrics module reads.
@@ -197,6 +224,9 @@ pub struct Stats {
     pub errors_sent: HashMap<u16, u64>,
     pub connections_opened: u64,
     pub connections_closed: u64,
+    /// Webhook events owned by another node whose record was dropped
+    /// (over `webhooks::MAX_HANDOFFS`): not sent if that node dies.
+    pub webhook_handoffs_dropped: u64,
 }
 
 pub struct Hub {
@@ -217,6 +247,11 @@ pub struct Hub {
     next_cache_sweep: Option<u64>,
     /// Horizontal scaling: the other nodes and what goes to Redis.
     cluster: Option<Box<cluster::Cluster>>,
+    /// Connections that must still sign in or join a private or presence
+    /// channel (authorized connections).
+    authorization: authorized::Authorization,
+    /// What the webhooks are told and when (`webhooks`).
+    webhooks: webhooks::Webhooks,
 }
 
 impl Hub {
@@ -239,6 +274,8 @@ impl Hub {
             debug,
             next_cache_sweep: None,
             cluster: None,
+            authorization: authorized::Authorization::default(),
+            webhooks: webhooks::Webhooks::default(),
         }
     }
 
@@ -300,6 +337,7 @@ impl Hub {
         );
         self.timers
             .push(Reverse((now + ping_interval * 1000, conn, socket_id)));
+        self.arm_authorization(now, conn, app);
         let sid = format_socket_id(socket_id);
         crate::log_debug!("Connection Established {sid}");
         self.send_json(
@@ -310,7 +348,7 @@ impl Hub {
     }
 
     /// The socket closed (or the loop closed it): unsubscribe from everything.
-    pub fn close(&mut self, _now: u64, conn: ConnId) {
+    pub fn close(&mut self, now: u64, conn: ConnId) {
         if self.conn(conn).is_none() {
             return; // not open, or an older generation of its slot
         }
@@ -319,11 +357,13 @@ impl Hub {
         };
         crate::log_debug!("Connection Closed {}", format_socket_id(c.socket_id));
         self.by_socket.remove(&c.socket_id);
+        self.authorization.forget(conn);
+        self.unwatch(c.app, conn);
         self.apps[c.app].connections -= 1;
         self.stats.connections_closed += 1;
         self.cluster_dirty(c.app, None);
         for name in &c.channels {
-            self.leave_channel(c.app, name, conn);
+            self.leave_channel(now, c.app, name, conn);
         }
     }
 
@@ -346,6 +386,7 @@ impl Hub {
             self.send_error(conn, PusherError::Shutdown);
             self.terminate(now, conn, PusherError::Shutdown);
         }
+        self.hooks_shutdown(now);
     }
 
     /// Replace the app list (SIGHUP). Apps are matched by id: one that still
@@ -402,6 +443,7 @@ impl Hub {
             self.terminate(now, conn, PusherError::Shutdown);
         }
         self.apps.truncate(first_removed);
+        self.hooks_reloaded();
         self.cluster_rekey();
         self.cluster_resend_state(now);
         (kept, added, removed_count)
@@ -420,10 +462,19 @@ impl Hub {
     /// The earliest deadline (ms) at which `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<u64> {
         let ping = self.timers.peek().map(|Reverse((t, _, _))| *t);
-        [ping, self.next_cache_sweep, self.cluster_poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        let hooks = self.hooks_poll_timeout();
+        [
+            ping,
+            self.next_cache_sweep,
+            self.cluster_poll_timeout(),
+            self.authorization.next(),
+            hooks,
+        ]
+        .into_iter()
+        .chain(self.apps.iter().map(|a| a.watch.next()))
+        .chain(self.apps.iter().map(|a| a.counts.next()))
+        .flatten()
+        .min()
     }
 
     /// Pings and prunes that are due.
@@ -433,6 +484,10 @@ impl Hub {
         }
         self.cluster_timeout(now);
         self.cluster_backlog_gate(now);
+        self.authorization_timeout(now);
+        self.watchlist_timeout(now);
+        self.hooks_timeout(now);
+        self.counts_timeout(now);
         while let Some(&Reverse((deadline, conn, sid))) = self.timers.peek() {
             if deadline > now {
                 break;
@@ -524,6 +579,27 @@ impl Hub {
         }
     }
 
+    /// The subscribers of `app`'s channel `name` changed, here (or, through
+    /// [`Hub::remote_subscribers_changed`], on another node). The features
+    /// that follow a channel's subscribers note it and act at the end of the
+    /// turn ([`Hub::handle_timeout`]): a `#server-to-user-` channel is its
+    /// user's online status, for the watchlists; other channels have
+    /// subscription counts.
+    pub(super) fn subscribers_changed(&mut self, app: AppId, name: &str) {
+        if let Some(user) = name.strip_prefix(channel::SERVER_TO_USER_PREFIX) {
+            self.apps[app].watch.note(user);
+        } else {
+            self.note_count(app, name);
+        }
+    }
+
+    /// What another node holds of `app_id`'s channel `name` changed.
+    pub(super) fn remote_subscribers_changed(&mut self, app_id: &str, name: &str) {
+        if let Some(app) = self.app_by_id(app_id) {
+            self.subscribers_changed(app, name);
+        }
+    }
+
     /// Forget a connection and tell the loop to close it with `code`.
     fn terminate(&mut self, now: u64, conn: ConnId, err: PusherError) {
         if self.conn(conn).is_some() {
@@ -586,9 +662,12 @@ impl Hub {
 impl AppState {
     fn new(config: App) -> AppState {
         AppState {
+            hooks: webhooks::AppHooks::for_app(&config),
             config,
             channels: HashMap::new(),
             connections: 0,
+            watch: watchlist::Watchlists::default(),
+            counts: counts::Counts::default(),
         }
     }
 }

@@ -48,9 +48,8 @@ impl Hub {
     ) -> Map<String, Value> {
         let mut out = Map::new();
         let ch = self.apps[app].channels.get(name);
-        let local = ch.map_or(0, |c| c.len() as u64);
-        let remote = self.remote_subs(app, name);
-        let occupied = local + remote > 0;
+        let count = self.subscription_count(app, name);
+        let occupied = count > 0;
         if info.contains(&"occupied") {
             out.insert("occupied".into(), Value::Bool(occupied));
         }
@@ -60,7 +59,7 @@ impl Hub {
             out.insert("user_count".into(), Value::from(users));
         }
         if occupied && info.contains(&"subscription_count") && !kind.is_presence() {
-            out.insert("subscription_count".into(), Value::from(local + remote));
+            out.insert("subscription_count".into(), Value::from(count));
         }
         if info.contains(&"cache")
             && let Some(c) = ch.and_then(|c| c.cached(now))

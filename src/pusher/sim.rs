@@ -123,6 +123,8 @@ pub(super) struct Node {
     pub backlog_open: bool,
     /// Restarts the hub asked for and nobody took yet.
     restarts: usize,
+    /// Webhook events the hub asked to send: (app, event).
+    pub webhooks: Vec<(AppId, crate::webhook::Event)>,
 }
 
 impl Node {
@@ -139,6 +141,7 @@ impl Node {
             publishes: VecDeque::new(),
             backlog_open: false,
             restarts: 0,
+            webhooks: Vec::new(),
         }
     }
 
@@ -165,6 +168,7 @@ impl Node {
                 }
                 Output::Backlog { open } => self.backlog_open = open,
                 Output::Restart => self.restarts += 1,
+                Output::Webhook { app, event } => self.webhooks.push((app, event)),
             }
         }
     }
@@ -423,6 +427,40 @@ impl Sim {
         std::mem::take(&mut p.restarts) > 0
     }
 
+    /// Start one more node at the current time, serving node 0's apps,
+    /// linked; its first messages are pumped. Returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.add_node_unlinked();
+        self.link_up(i);
+        self.pump();
+        i
+    }
+
+    /// Start one more node at the current time whose Redis link is not up
+    /// yet (`link_up` brings it). Returns its index.
+    pub fn add_node_unlinked(&mut self) -> usize {
+        let i = self.nodes.len();
+        let apps: Vec<App> = self.nodes[0].hub.apps().cloned().collect();
+        let mut hub = Hub::new(apps, 0x1000 * (i as u64 + 1) + 1, false);
+        hub.enable_cluster(format!("node{i}"), TIMEOUT, bus(self.now));
+        hub.handle_timeout(self.now); // the loop's first turn
+        let mut node = Node::new(hub);
+        node.link = Link::Held;
+        self.nodes.push(node);
+        i
+    }
+
+    /// The webhook events every node's hub asked to send since the last
+    /// call, as (node, event), node by node.
+    pub fn take_webhooks(&mut self) -> Vec<(usize, crate::webhook::Event)> {
+        let mut out = Vec::new();
+        for (i, p) in self.nodes.iter_mut().enumerate() {
+            p.poll();
+            out.extend(p.webhooks.drain(..).map(|e| (i, e.1)));
+        }
+        out
+    }
+
     // ---- clients ----------------------------------------------------------
 
     /// The hub's id of the live connection `at`.
@@ -591,6 +629,14 @@ impl Sim {
             "{at} joining {channel}: {out:?}"
         );
         out
+    }
+
+    /// `pusher:signin` with valid auth for `user_data` (a JSON text).
+    pub fn signin(&mut self, at: impl Into<At>, user_data: &str) {
+        let at = at.into();
+        let a = self.app_of(at);
+        let msg = signin_msg(&a.key, &a.secret, &self.sid(at), user_data);
+        self.send(at, &msg);
     }
 
     pub fn whisper(&mut self, at: impl Into<At>, channel: &str, event: &str, data: Value) {
@@ -776,6 +822,16 @@ pub(super) fn subscribe_msg(
         data.insert("channel_data".into(), cd.into());
     }
     json!({"event": "pusher:subscribe", "data": data}).to_string()
+}
+
+/// `pusher:signin` signed with `key` and `secret` for socket `sid`.
+pub(super) fn signin_msg(key: &str, secret: &str, sid: &str, user_data: &str) -> String {
+    let sig = crate::auth::hmac_sha256_hex(
+        secret.as_bytes(),
+        format!("{sid}::user::{user_data}").as_bytes(),
+    );
+    json!({"event": "pusher:signin", "data": {"auth": format!("{key}:{sig}"), "user_data": user_data}})
+        .to_string()
 }
 
 pub(super) fn established(sid: &str, activity_timeout: u64) -> String {

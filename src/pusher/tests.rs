@@ -1997,6 +1997,54 @@ fn ref_users_terminate_2_terminate_user() {
     assert!(sim.drain().is_empty());
 }
 
+// issue 14: a drain (`event_loop::drain::Spread`, driven as the loop drives
+// it: once per turn, a kick with 4200 for each id due) closes the members of
+// a presence channel one after another over the window; each departure
+// reaches the members left at its own moment, and they go on receiving
+// what the channel sends until their turn.
+#[test]
+fn a_drain_closes_presence_members_one_by_one_over_the_window() {
+    use crate::event_loop::drain::Spread;
+    let mut sim = Sim::new();
+    for c in 1..=10 {
+        sim.connect(c);
+        sim.join(c, "presence-room", Some(&member(&c.to_string(), "x")));
+    }
+    sim.drain();
+    let ids = (1..=10).map(|c| sim.nodes[0].id(c)).collect();
+    let start = sim.now;
+    let mut spread = Spread::new(start, 1_000, ids);
+    let mut closes = Vec::new();
+    let mut removed = 0;
+    while !spread.is_done() {
+        let now = sim.now;
+        for id in spread.take(now).to_vec() {
+            sim.nodes[0].hub.kick(now, id, PusherError::Shutdown);
+        }
+        for (at, text) in sim.drain() {
+            if text == "<CLOSE 4200 Server shutting down>" {
+                closes.push((at.conn, now - start));
+            } else if text.contains("pusher_internal:member_removed") {
+                // only members not closed yet hear it, and only of earlier ones
+                let gone: usize = serde_json::from_str::<Value>(&text).unwrap()["data"]
+                    .as_str()
+                    .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                    .and_then(|d| d["user_id"].as_u64())
+                    .unwrap() as usize;
+                assert!(at.conn > gone, "{} told of {gone}", at.conn);
+                removed += 1;
+            }
+        }
+        sim.advance(10);
+    }
+    // one every 100 ms, the first at once, in order
+    let planned: Vec<(usize, u64)> = (1..=10).map(|c| (c, (c as u64 - 1) * 100)).collect();
+    assert_eq!(closes, planned);
+    assert_eq!(removed, 9 + 8 + 7 + 6 + 5 + 4 + 3 + 2 + 1);
+    assert_eq!(sim.nodes[0].hub.connection_count(0), 0);
+    assert!(sim.channel_names(0).is_empty());
+}
+
 // port decisions: shutdown closes everyone with 4200
 #[test]
 fn shutdown_closes_everyone_with_4200() {

@@ -150,6 +150,28 @@ impl Client {
         matches!(self.state, State::Down { retry_at } if now >= retry_at)
     }
 
+    /// A subscriber connection the previous process image subscribed and
+    /// handed over (`revurb upgrade`): ready at once, with `unread` (the
+    /// start of a reply not yet complete) kept and `messages` (received
+    /// before the exec) given out after the `Ready` event.
+    pub fn adopt_ready(&mut self, now: u64, unread: Vec<u8>, messages: Vec<Vec<u8>>) {
+        self.state = State::Ready;
+        self.last_io = now;
+        self.backoff = BACKOFF_MIN_MS;
+        self.handshake_left = 0;
+        self.awaiting.clear();
+        self.out.clear();
+        self.inbuf = unread;
+        self.events.push_back(Event::Ready);
+        self.events.extend(messages.into_iter().map(Event::Message));
+    }
+
+    /// Bytes received that do not make a whole reply yet (the hand-over
+    /// of an upgrade carries them).
+    pub fn unread(&self) -> &[u8] {
+        &self.inbuf
+    }
+
     /// The loop started a non-blocking connect.
     pub fn connecting(&mut self, now: u64) {
         self.state = State::Connecting { since: now };

@@ -345,6 +345,33 @@ fn draining_closes_every_answer() {
 }
 
 #[test]
+fn draining_answers_up_with_503_and_refuses_upgrades_with_503() {
+    let mut w = World::new();
+    let (code, _, t) = w.respond(&get("/up"));
+    assert_eq!(code, 200, "{t}");
+    w.draining = true;
+    let (code, close, t) = w.respond(&get("/up"));
+    assert_eq!((code, close), (503, true), "{t}");
+    assert!(t.ends_with("\r\n\r\n{\"health\":\"draining\"}"), "{t}");
+    let (code, _, head) = w.respond("HEAD /up HTTP/1.1\r\n\r\n");
+    assert_eq!(code, 503);
+    assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
+    assert_eq!(head.len(), t.len() - r#"{"health":"draining"}"#.len());
+    // a valid upgrade, even for an unknown app, is refused before the hub sees it
+    for path in ["/app/reverb-key", "/app/no-such-key"] {
+        let (code, close, t) = w.respond(&upgrade_request(path, ""));
+        assert_eq!((code, close), (503, true), "{t}");
+        assert!(t.ends_with(REFUSED_WHILE_DRAINING), "{t}");
+    }
+    assert_eq!(w.hub.stats.connections_opened, 0);
+    // the API still answers (events still reach the clients not yet closed)
+    let path = "/apps/123456/channels";
+    let query = crate::auth::sign_api_request("GET", path, &[], b"", KEY, SECRET, NOW_UNIX);
+    let (code, close, t) = w.respond(&get(&format!("{path}?{query}")));
+    assert_eq!((code, close), (200, true), "{t}");
+}
+
+#[test]
 fn refused_and_timed_out_requests_close() {
     let e = match http::parse(b"BAD\x01 / HTTP/1.1\r\n\r\n", 1024) {
         Parse::Error(e) => e,

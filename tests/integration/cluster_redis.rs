@@ -10,7 +10,7 @@ use crate::cluster_support::{
     SILENCE, SYNC_DEADLINE, event_text, expect_once, expect_text_within, form_cluster, start_node,
     start_redis, start_redis_with, stderr_since, wait_connections_everywhere, wait_stderr,
 };
-use crate::support::{APP_ENV, Server, TempDir, Ws, free_port, run_binary_in, wait_until};
+use crate::support::{APP_ENV, Server, TempDir, Ws, free_port, run_binary_in, test_ca, wait_until};
 
 const RECONNECT_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -23,21 +23,11 @@ fn subscriber(node: &Server, channel: &str) -> Ws {
 /// A CA and a `localhost` certificate it signed, as PEM files in `dir`:
 /// (ca.pem, cert.pem, key.pem).
 fn certificates(dir: &TempDir) -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("server key");
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .expect("server params")
-        .signed_by(&key, &issuer)
-        .expect("server certificate");
+    let ca = test_ca();
     (
-        dir.write("ca.pem", &ca_cert.pem()),
-        dir.write("cert.pem", &cert.pem()),
-        dir.write("key.pem", &key.serialize_pem()),
+        dir.write("ca.pem", &ca.ca_pem),
+        dir.write("cert.pem", &ca.cert_pem),
+        dir.write("key.pem", &ca.key_pem),
     )
 }
 

@@ -6,13 +6,18 @@
 //! EventsControllerTest.php, `ref_health_N` HealthCheckControllerTest.php and
 //! so on.
 
+mod aarch64;
 mod api;
 mod cluster;
 mod cluster_redis;
 mod cluster_support;
+mod drain;
 mod http;
 mod lifecycle;
 mod limits;
+mod online;
 mod ops;
 mod support;
+mod upgrade;
+mod webhooks;
 mod websocket;

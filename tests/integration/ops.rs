@@ -261,6 +261,35 @@ fn tls_serves_health_websocket_and_signed_api() {
     assert!(!got.contains("HTTP/1.1 200"), "{got:?}");
 }
 
+/// At most `MAX_HANDSHAKES` TLS handshakes run at once: with that many
+/// silent callers holding their handshakes, the next caller waits in the
+/// listen backlog, and is served as soon as one of them goes away.
+#[test]
+fn tls_handshakes_beyond_the_cap_wait_in_the_backlog() {
+    let c = test_cert();
+    let s = tls_server(&c, &[]);
+    let mut silent: Vec<HttpConn> = (0..revurb::event_loop::MAX_HANDSHAKES)
+        .map(|_| HttpConn::connect(s.addr()))
+        .collect();
+    // let the server accept them all
+    thread::sleep(Duration::from_millis(300));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = s.addr();
+    let der = c.der.clone();
+    let waiter = thread::spawn(move || {
+        let mut http = TlsClient::connect(addr, &der);
+        let r = http.request("GET", "/up", b"");
+        let _ = tx.send(r.status);
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(1200)).is_err(),
+        "a handshake beyond the cap was served"
+    );
+    drop(silent.pop());
+    assert_eq!(rx.recv_timeout(Duration::from_secs(4)), Ok(200));
+    waiter.join().expect("the waiting client");
+}
+
 #[test]
 fn tls_bad_handshakes_do_not_disturb_other_clients() {
     let c = test_cert();
@@ -1007,4 +1036,202 @@ fn a_pipelining_keep_alive_client_does_not_grow_the_timer_heap() {
     // two connections (the client and this metrics one) and the slack of
     // the compaction; before the fix one entry per answer (20 000)
     assert!(timers <= 100.0, "revurb_timers = {timers}");
+}
+
+// ---- webhook configuration ---------------------------------------------------------
+
+/// An apps file: app A with `hooks` as its webhooks, and app B when asked.
+fn apps_with_webhooks(hooks: Value, with_b: bool) -> String {
+    let mut apps = vec![json!({
+        "app_id": APP_ID, "key": APP_KEY, "secret": APP_SECRET,
+        "webhook_delay": 1, "webhooks": hooks,
+    })];
+    if with_b {
+        apps.push(json!({ "app_id": B_ID, "key": B_KEY, "secret": B_SECRET }));
+    }
+    json!({ "apps": { "apps": apps } }).to_string()
+}
+
+/// Webhooks that are valid but never fire in these tests (their filter
+/// matches no channel used here); their secrets must never be printed.
+fn quiet_webhooks() -> Value {
+    json!([
+        { "url": "http://127.0.0.1:9/hooks?token=hook-secret-in-query",
+          "event_types": ["channel_occupied"],
+          "filter": { "channel_name_starts_with": "never-" },
+          "headers": { "Authorization": "Bearer hook-secret-in-header" } },
+        { "url": "https://hooks.example.com/p", "event_types": ["member_added"],
+          "filter": { "channel_name_ends_with": "-never" }, "batching": true }
+    ])
+}
+
+/// The second webhook of `quiet_webhooks` with a third event type that does
+/// not exist.
+fn bad_webhooks() -> Value {
+    let mut hooks = quiet_webhooks();
+    hooks[1]["event_types"] = json!(["member_added", "member_removed", "x"]);
+    hooks
+}
+
+const BAD_EVENT: &str = "apps.apps[0].webhooks[1].event_types[2]: unknown event type \"x\" \
+                         (expected one of channel_occupied, channel_vacated, member_added, \
+                         member_removed, client_event, cache_miss, subscription_count)";
+
+#[test]
+fn config_shows_webhooks_with_their_secrets_masked() {
+    let dir = TempDir::new("webhooks-config");
+    let cfg = dir.write("apps.json", &apps_with_webhooks(quiet_webhooks(), false));
+    let (code, out, err) = run_config(&dir, &[], &["config", "--config", &cfg]);
+    assert_eq!(code, 0, "{err}");
+    for hidden in ["hook-secret-in-query", "hook-secret-in-header"] {
+        assert!(!out.contains(hidden), "{hidden} shown:\n{out}");
+        assert!(!err.contains(hidden), "{hidden} in stderr:\n{err}");
+    }
+    assert!(out.contains("webhook_delay = 1, webhooks = 2\n"), "{out}");
+    assert!(
+        out.contains(
+            r#"    webhooks[0] = {"url":"http://127.0.0.1:9/hooks?token=****","event_types":["channel_occupied"],"filter":{"channel_name_starts_with":"never-"},"headers":{"Authorization":"****"},"batching":false}"#
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"    webhooks[1] = {"url":"https://hooks.example.com/p","#),
+        "{out}"
+    );
+
+    // the environment's shorthand
+    let mut env = APP_ENV.to_vec();
+    env.push((
+        "REVERB_APP_WEBHOOK_URL",
+        "http://127.0.0.1:9/h?k=env-secret",
+    ));
+    let (code, out, err) = run_config(&dir, &env, &["config"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("env-secret"), "{out}");
+    assert!(
+        out.contains(r#"webhooks[0] = {"url":"http://127.0.0.1:9/h?k=****","event_types":["channel_occupied","channel_vacated","member_added","member_removed"],"batching":false}"#),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_bad_webhook_is_refused_with_exit_2_naming_the_app_and_the_field() {
+    let dir = TempDir::new("webhooks-bad");
+    let cfg = dir.write("apps.json", &apps_with_webhooks(bad_webhooks(), false));
+    for cmd in ["config", "start"] {
+        let (code, out, err) = run_config(&dir, &[], &[cmd, "--config", &cfg, "--port", "0"]);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert!(
+            err.contains(&format!("config file {cfg}: {BAD_EVENT}")),
+            "{cmd}: {err}"
+        );
+        assert!(!out.contains("listening"), "{cmd}: {out}");
+    }
+    // the same from the environment, and both forms at once
+    let hooks = bad_webhooks().to_string();
+    let mut env = APP_ENV.to_vec();
+    env.push(("REVERB_APP_WEBHOOKS", &hooks));
+    let (code, _, err) = run_config(&dir, &env, &["start", "--port", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "REVERB_APP_WEBHOOKS (environment): [1].event_types[2]: unknown event type \"x\""
+        ),
+        "{err}"
+    );
+    env.push(("REVERB_APP_WEBHOOK_URL", "http://127.0.0.1:9/"));
+    let (code, _, err) = run_config(&dir, &env, &["start", "--port", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("REVERB_APP_WEBHOOKS (environment): is set and so is REVERB_APP_WEBHOOK_URL (environment)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sighup_with_a_bad_webhook_keeps_the_old_apps() {
+    let dir = TempDir::new("webhooks-reload");
+    let cfg = dir.write("apps.json", &apps_with_webhooks(quiet_webhooks(), false));
+    let s = Server::start_with(&[], &[], &["--config", &cfg]);
+    let (mut a, _) = s.pusher();
+    a.subscribe("test-channel");
+
+    // B added, but a webhook of A is bad: the whole reload is refused
+    dir.write("apps.json", &apps_with_webhooks(bad_webhooks(), true));
+    s.signal(libc::SIGHUP);
+    wait_until(
+        Duration::from_secs(5),
+        || {
+            format!(
+                "a reload error naming the field in the log:\n{}",
+                s.stderr_text()
+            )
+        },
+        || {
+            let log = s.stderr_text();
+            (log.contains("reload failed") && log.contains(BAD_EVENT)).then_some(())
+        },
+    );
+    let (_, v) = first_event(&s, B_KEY);
+    assert_eq!(
+        v.to_string(),
+        pusher_error(4001, "Application does not exist")
+    );
+    s.trigger("test-channel", "still", "here");
+    assert_eq!(
+        a.recv_text(),
+        r#"{"event":"still","data":"here","channel":"test-channel"}"#
+    );
+    assert!(
+        !s.stderr_text().contains("hook-secret"),
+        "{}",
+        s.stderr_text()
+    );
+
+    // fixed: the reload goes through
+    dir.write("apps.json", &apps_with_webhooks(quiet_webhooks(), true));
+    s.signal(libc::SIGHUP);
+    wait_for_app(&s, B_KEY, Duration::from_secs(5));
+    a.sync();
+}
+
+/// `revurb upgrade` with TLS: the TLS connections cannot be handed over,
+/// so they get 4200 over the drain window before the switch; the new
+/// binary serves TLS on the same listener.
+#[test]
+fn upgrade_closes_tls_connections_with_4200_then_serves_tls() {
+    let c = test_cert();
+    let dir = TempDir::new("upgrade-tls");
+    let exe = dir.path().join("revurb");
+    std::fs::copy(crate::support::bin(), &exe).expect("copy the binary");
+    let pid_file = dir.file("revurb.pid");
+    let env = [
+        ("REVERB_TLS_CERT", c.cert.as_str()),
+        ("REVERB_TLS_KEY", c.key.as_str()),
+        ("REVERB_DRAIN_WINDOW", "1"),
+    ];
+    let s = Server::start_program(&exe, None, &APP_ENV, &env, &["--pid-file", &pid_file]);
+    let mut clients: Vec<TlsClient> = (0..3)
+        .map(|_| {
+            let mut ws = TlsClient::connect(s.addr(), &c.der);
+            ws.upgrade();
+            ws.subscribe("secure-channel");
+            ws
+        })
+        .collect();
+    let (status, out, err) = run_binary(&[], &["upgrade", "--pid-file", &pid_file]);
+    assert_eq!(status.code(), Some(0), "{out}\n{err}\n{}", s.stderr_text());
+    for ws in &mut clients {
+        let v: Value = serde_json::from_str(&ws.recv_text()).unwrap();
+        assert_eq!(v["event"], "pusher:error", "{v}");
+        assert!(v["data"].as_str().unwrap_or("").contains("4200"), "{v}");
+        assert!(matches!(ws.recv(), Msg::Close(4200, _)));
+    }
+    assert!(
+        s.stderr_text()
+            .contains("upgrade: closing 3 TLS connections with 4200"),
+        "{}",
+        s.stderr_text()
+    );
+    tls_round_trip(&s, &c, "after-upgrade");
 }

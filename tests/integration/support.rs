@@ -113,7 +113,31 @@ impl Server {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Server {
-        let mut cmd = Command::new(bin());
+        Self::start_program(Path::new(bin()), dir, base, env, args)
+    }
+
+    /// Like [`Server::start_in`], running `program` (a copy of the binary
+    /// that a test can replace, for `revurb upgrade`).
+    pub fn start_program(
+        program: &Path,
+        dir: Option<&Path>,
+        base: &[(&str, &str)],
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
+        Self::start_command(Command::new(program), dir, base, env, args)
+    }
+
+    /// Like [`Server::start_in`], with `cmd` as the program (and its first
+    /// arguments) instead of this build's binary: a revurb run through an
+    /// emulator (`qemu-aarch64 BINARY`).
+    pub fn start_command(
+        mut cmd: Command,
+        dir: Option<&Path>,
+        base: &[(&str, &str)],
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
         if let Some(d) = dir {
             cmd.current_dir(d);
         }
@@ -127,7 +151,19 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn revurb");
+        // A copy of the binary written just now may be "busy" for a moment:
+        // another test thread's child, forked before it execs, holds the
+        // copy's write descriptor.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    thread::sleep(Duration::from_millis(20))
+                }
+                spawned => break spawned.expect("spawn revurb"),
+            }
+        };
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let stderr_thread = {
             let mut pipe = child.stderr.take().expect("stderr pipe");
@@ -404,6 +440,38 @@ impl Drop for TempDir {
 }
 
 /// A port nothing listens on right now (bound once and released).
+/// A private CA and a `localhost` certificate it signed, for TLS tests.
+pub struct TestCa {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_der: Vec<u8>,
+    /// PKCS#8
+    pub key_der: Vec<u8>,
+}
+
+/// A fresh [`TestCa`] (rcgen).
+pub fn test_ca() -> TestCa {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    TestCa {
+        ca_pem: ca_cert.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        cert_der: cert.der().to_vec(),
+        key_der: key.serialize_der(),
+    }
+}
+
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().unwrap().port()

@@ -413,6 +413,7 @@ pub fn run(o: &Opts, deadline: Instant) -> Result<Value, String> {
     let rss_idle: Vec<Option<u64>> = pids.iter().map(|&p| read_rss(p)).collect();
     let r = Run {
         o,
+        tls: None,
         pid: pids.first().copied(),
         others: pids[1..].to_vec(),
         deadline,

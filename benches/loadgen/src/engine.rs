@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::proto::{self, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 use crate::stats::Bitset;
+use crate::tls;
 
 /// Tokens at or above this are HTTP connections.
 const HTTP_BASE: usize = 1 << 28;
@@ -36,6 +37,8 @@ pub enum WsState {
 
 pub struct Ws {
     sock: Option<TcpStream>,
+    /// The TLS session (`--tls`).
+    tls: Option<Box<rustls::ClientConnection>>,
     pub state: WsState,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
@@ -74,6 +77,8 @@ enum Req {
 
 struct Http {
     sock: Option<TcpStream>,
+    /// The TLS session (`--tls`).
+    tls: Option<Box<rustls::ClientConnection>>,
     connected: bool,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
@@ -133,7 +138,12 @@ pub struct Settings {
     pub payload: usize,
     /// Receive buffer of clients that stop reading.
     pub slow_rcvbuf: usize,
+    /// `--tls`: every connection speaks TLS with this configuration.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
+
+/// A pause between deliveries longer than this is recorded in `Bench::gaps`.
+pub const GAP_MS: u64 = 50;
 
 pub struct Bench {
     poll: Poll,
@@ -175,12 +185,17 @@ pub struct Bench {
     pub lat: Vec<Vec<u64>>,
     pub first_delivery: Option<Instant>,
     pub last_delivery: Option<Instant>,
+    /// Pauses between two deliveries (to anyone) longer than [`GAP_MS`]:
+    /// (last delivery before, first after); at most 1000 kept.
+    pub gaps: Vec<(Instant, Instant)>,
     pub statuses: BTreeMap<u16, u64>,
     pub req_lat: Vec<u64>,
     pub http_errors: u64,
     http_reconnects: u64,
     /// Client events subtract the sender from the receivers.
     pub sender_excluded: bool,
+    /// `pusher_internal:subscription_count` messages received, all clients.
+    pub counts_received: u64,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -226,11 +241,13 @@ impl Bench {
             lat: vec![Vec::new()],
             first_delivery: None,
             last_delivery: None,
+            gaps: Vec::new(),
             statuses: BTreeMap::new(),
             req_lat: Vec::new(),
             http_errors: 0,
             http_reconnects: 0,
             sender_excluded: false,
+            counts_received: 0,
             set,
         })
     }
@@ -297,6 +314,7 @@ impl Bench {
         let now = Instant::now();
         let mut ws = Ws {
             sock: None,
+            tls: None,
             state: WsState::Connecting,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
@@ -324,6 +342,9 @@ impl Bench {
         let opened = self
             .socket(i, self.targets[target], rcvbuf)
             .and_then(|mut s| {
+                if let Some(config) = &self.set.tls {
+                    ws.tls = Some(tls::connect(config)?);
+                }
                 self.poll.registry().register(
                     &mut s,
                     Token(i),
@@ -355,6 +376,7 @@ impl Bench {
         if let Some(mut s) = ws.sock.take() {
             let _ = self.poll.registry().deregister(&mut s);
         }
+        ws.tls = None;
         let was = ws.state;
         ws.state = WsState::Closed;
         ws.ended = Some((Instant::now(), how.clone()));
@@ -381,7 +403,21 @@ impl Bench {
         let Some(s) = ws.sock.as_mut() else { return };
         let mut done = 0;
         let mut err = None;
-        while done < ws.wbuf.len() {
+        while let Some(session) = ws.tls.as_mut() {
+            match tls::write(session, s, &ws.wbuf[done..]) {
+                Ok(n) => {
+                    done += n;
+                    if n == 0 || done == ws.wbuf.len() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    err = Some(format!("tls write: {e}"));
+                    break;
+                }
+            }
+        }
+        while ws.tls.is_none() && done < ws.wbuf.len() {
             match s.write(&ws.wbuf[done..]) {
                 Ok(0) => {
                     err = Some("write returned 0".to_string());
@@ -430,6 +466,20 @@ impl Bench {
     }
 
     fn ws_read(&mut self, i: usize) {
+        let ws = &mut self.ws[i];
+        if let (Some(session), Some(s)) = (ws.tls.as_mut(), ws.sock.as_mut()) {
+            let end = match tls::read(session, s, &mut ws.rbuf) {
+                Ok(false) => None,
+                Ok(true) => Some("eof".to_string()),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Some("reset".into()),
+                Err(e) => Some(format!("tls read: {e}")),
+            };
+            self.ws_process(i);
+            if let Some(how) = end {
+                self.close_ws(i, how);
+            }
+            return;
+        }
         let mut tmp = std::mem::take(&mut self.tmp);
         let mut end = None;
         while let Some(s) = self.ws[i].sock.as_mut() {
@@ -555,6 +605,12 @@ impl Bench {
                 v.push(latency);
             }
             self.first_delivery.get_or_insert(now);
+            if let Some(prev) = self.last_delivery
+                && now.duration_since(prev) > Duration::from_millis(GAP_MS)
+                && self.gaps.len() < 1000
+            {
+                self.gaps.push((prev, now));
+            }
             self.last_delivery = Some(now);
             return;
         }
@@ -629,6 +685,7 @@ impl Bench {
             "pusher:subscription_error" => {
                 self.close_ws(i, format!("subscription_error {}", v["data"]));
             }
+            "pusher_internal:subscription_count" => self.counts_received += 1,
             _ => {}
         }
     }
@@ -676,6 +733,7 @@ impl Bench {
         let j = self.http.len();
         self.http.push(Http {
             sock: None,
+            tls: None,
             connected: false,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
@@ -687,6 +745,9 @@ impl Bench {
 
     fn connect_http(&mut self, j: usize) {
         let opened = self.socket(0, self.set.server, None).and_then(|mut s| {
+            if let Some(config) = &self.set.tls {
+                self.http[j].tls = Some(tls::connect(config)?);
+            }
             self.poll.registry().register(
                 &mut s,
                 Token(HTTP_BASE + j),
@@ -709,6 +770,7 @@ impl Bench {
             let _ = self.poll.registry().deregister(&mut s);
         }
         h.connected = false;
+        h.tls = None;
         h.rbuf.clear();
         h.wbuf.clear();
         if h.inflight.take().is_some() {
@@ -750,7 +812,16 @@ impl Bench {
         }
         let mut tmp = std::mem::take(&mut self.tmp);
         let mut end = None;
-        while let Some(s) = self.http[j].sock.as_mut() {
+        let h = &mut self.http[j];
+        if let (Some(session), Some(s)) = (h.tls.as_mut(), h.sock.as_mut()) {
+            match tls::read(session, s, &mut h.rbuf) {
+                Ok(false) => {}
+                Ok(true) => end = Some("eof".to_string()),
+                Err(e) => end = Some(format!("tls read: {e}")),
+            }
+        }
+        let plain = self.http[j].tls.is_none();
+        while let Some(s) = self.http[j].sock.as_mut().filter(|_| plain) {
             match s.read(&mut tmp) {
                 Ok(0) => {
                     end = Some("eof".to_string());
@@ -781,7 +852,21 @@ impl Bench {
         };
         let mut done = 0;
         let mut res = Ok(());
-        while done < h.wbuf.len() {
+        while let Some(session) = h.tls.as_mut() {
+            match tls::write(session, s, &h.wbuf[done..]) {
+                Ok(n) => {
+                    done += n;
+                    if n == 0 || done == h.wbuf.len() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    res = Err(format!("tls write: {e}"));
+                    break;
+                }
+            }
+        }
+        while h.tls.is_none() && done < h.wbuf.len() {
             match s.write(&h.wbuf[done..]) {
                 Ok(0) => {
                     res = Err("write returned 0".into());
@@ -1245,6 +1330,7 @@ mod tests {
             private: false,
             payload: 10,
             slow_rcvbuf: 4096,
+            tls: None,
         };
         let mut b = Bench::new(set, 2).unwrap();
         assert_eq!(b.targets.len(), 1);

@@ -14,6 +14,8 @@ mod proto;
 mod report;
 mod soak;
 mod stats;
+mod tls;
+mod webhook;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -32,10 +34,14 @@ usage: loadgen <mode> (--url ws://127.0.0.1:PORT | --spawn PATH_TO_REVURB) [opti
        loadgen cluster --spawn PATH_TO_REVURB [--nodes N] [options]
        loadgen table < results.jsonl   (a markdown table of the JSON lines of runs)
        loadgen soakmd < soak.json      (soak runs: their row and their samples, thinned)
+       loadgen countsmd < counts.jsonl (conns runs with subscription counts on and off:
+                                        their table and the mean server CPU of each)
 
 modes:
   conns         open --n connections at --rate per second, subscribe each to one of
-                --channels channels, hold them --hold seconds; connect times and RSS
+                --channels channels, hold them --hold seconds; connect times, RSS,
+                the server's CPU and the pusher_internal:subscription_count messages
+                received (--env REVERB_APP_ENABLE_SUBSCRIPTION_COUNT=true turns them on)
   fanout        --n subscribers over --channels channels, --rate publishes per second
                 through the HTTP API for --duration seconds; latency, loss, server CPU
   clientevents  --n members in private channels of --group members, --rate client
@@ -44,6 +50,11 @@ modes:
                 --duration seconds, to a channel with one subscriber
   slowconsumer  fanout with --n subscribers, then --slow clients that stop reading;
                 when are they dropped, and does everyone else's latency change
+  upgrade       fanout (--n subscribers over --channels channels, --rate publishes/s for
+                --duration seconds) with SIGUSR2 sent to the server a third of the way in:
+                revurb upgrade re-executes the same binary and hands every connection over.
+                Reports subscribers dropped, loss and duplicates, the longest pause between
+                two deliveries (to anyone) and when the first delivery after the signal came
   cluster       start redis-server and --nodes revurb nodes scaling over it, wait until
                 every node counts every node's connection, then fanout with the --n
                 subscribers on nodes 2..N and the publishes through node 1's HTTP API:
@@ -85,6 +96,19 @@ options:
   --max-pending N      connections being set up at once (default 500)
   --drain S            seconds to wait for in-flight deliveries (default 5)
   --timeout S          overall deadline (default: computed from the run)
+  --webhook TYPES      with --spawn: start a loopback webhook receiver and give the server
+                       REVERB_APP_WEBHOOKS for these comma-separated event types
+                       (e.g. client_event,member_added); the JSON line gets `webhooks`:
+                       requests, events by name, bad signatures, events/s; not ok when a
+                       request's signature is wrong or (clientevents) a client event's
+                       webhook is missing
+  --webhook-batching   the receiver's webhook batches (20 events or 250 ms a request)
+  --tls                conns and fanout: every connection (clients and publishers) speaks
+                       TLS (rustls, no session resumption); with --spawn the generator makes
+                       a self-signed certificate for localhost and gives the server
+                       REVERB_TLS_CERT and REVERB_TLS_KEY; conns reports handshakes per
+                       server CPU-second (established / server CPU of the connect storm)
+  --ca FILE            with --tls and --url: the PEM certificate (or CA) to trust
 
 soak options (--n default 500, --channels 10, --rate 20):
   --churn N            churning connection slots (default 200)
@@ -144,9 +168,17 @@ struct Opts {
     sample: f64,
     max_rss_drift_mib: f64,
     max_fd_drift: f64,
+    /// `--webhook`: event types the spawned server sends to our receiver.
+    webhook: Vec<String>,
+    webhook_batching: bool,
+    /// `--tls`: every connection speaks TLS.
+    tls: bool,
+    /// `--ca`: the certificate to trust with `--url` (else the generated one).
+    ca: Option<String>,
 }
 
-const MODES: [&str; 7] = [
+const MODES: [&str; 8] = [
+    "upgrade",
     "conns",
     "fanout",
     "clientevents",
@@ -230,6 +262,10 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         sample: 5.0,
         max_rss_drift_mib: 2.0,
         max_fd_drift: 10.0,
+        webhook: Vec::new(),
+        webhook_batching: false,
+        tls: false,
+        ca: None,
         mode,
     };
     let mut timeout = None;
@@ -242,6 +278,14 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             o.local_too = true;
             continue;
         }
+        if flag == "--tls" {
+            o.tls = true;
+            continue;
+        }
+        if flag == "--webhook-batching" {
+            o.webhook_batching = true;
+            continue;
+        }
         let val = it
             .next()
             .ok_or_else(|| format!("{flag} needs a value"))?
@@ -252,6 +296,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         }
         match flag.as_str() {
             "--url" => o.url = Some(val.into()),
+            "--ca" => o.ca = Some(val.into()),
             "--spawn" => o.spawn = Some(val.into()),
             "--pid" => o.pid = Some(num(flag, val)?),
             "--env" => {
@@ -291,6 +336,13 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--sample" => o.sample = parse_secs(flag, val)?,
             "--max-rss-drift-mib" => o.max_rss_drift_mib = num(flag, val)?,
             "--max-fd-drift" => o.max_fd_drift = num(flag, val)?,
+            "--webhook" => {
+                o.webhook = val
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -299,6 +351,15 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     }
     if o.url.is_some() == o.spawn.is_some() {
         return Err("give exactly one of --url and --spawn".into());
+    }
+    if o.tls && o.mode != "conns" && o.mode != "fanout" {
+        return Err("--tls is for conns and fanout".into());
+    }
+    if o.ca.is_some() && !o.tls {
+        return Err("--ca needs --tls".into());
+    }
+    if o.tls && o.url.is_some() && o.ca.is_none() {
+        return Err("--tls with --url needs --ca FILE (the server's certificate or CA)".into());
     }
     let positive = [
         ("--rate", o.rate),
@@ -548,6 +609,8 @@ fn raise_nofile() -> u64 {
 
 struct Run<'a> {
     o: &'a Opts,
+    /// `--tls`: the client configuration.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     pid: Option<u32>,
     /// Further server processes whose CPU time counts (the other nodes of a cluster).
     others: Vec<u32>,
@@ -565,6 +628,7 @@ impl Run<'_> {
             private,
             payload: self.o.payload,
             slow_rcvbuf: self.o.slow_rcvbuf,
+            tls: self.tls.clone(),
         };
         Bench::new(set, groups).map_err(|e| format!("poll: {e}"))
     }
@@ -648,14 +712,21 @@ fn mode_conns(r: &Run, addr: SocketAddr) -> Result<Value, String> {
     let o = r.o;
     let mut b = r.bench(addr, o.channels, false)?;
     let rss_before = r.rss();
+    let cpu0 = r.cpu();
     let t0 = Instant::now();
     let all = r.connect(&mut b, o.n, o.channels, false, o.rate);
     let setup_s = t0.elapsed().as_secs_f64();
+    let cpu_setup = r.cpu();
     let (established, _) = b.subscribed();
     let rss_connected = r.rss();
     let hold_until = (Instant::now() + Duration::from_secs_f64(o.hold)).min(r.deadline);
     b.run_until(hold_until, |_| false);
+    let cpu1 = r.cpu();
     let rss_after = r.rss();
+    let spent = |a: Option<f64>, z: Option<f64>| match (a, z) {
+        (Some(a), Some(z)) => Some(round3(z - a)),
+        _ => None,
+    };
     let (still, _) = b.subscribed();
     let (open, sub) = connect_times(&b);
     let per_conn = match (rss_before, rss_after) {
@@ -677,6 +748,17 @@ fn mode_conns(r: &Run, addr: SocketAddr) -> Result<Value, String> {
         "rss_connected_bytes": rss_connected,
         "rss_after_bytes": rss_after,
         "rss_per_conn_bytes": per_conn.map(|v| v.round()),
+        // the server's CPU from the first connect to the end of the hold,
+        // and of the connect/subscribe storm alone
+        "server_cpu_s": spent(cpu0, cpu1),
+        "server_cpu_setup_s": spent(cpu0, cpu_setup),
+        "subscription_counts_received": b.counts_received,
+        "errors": b.errors,
+        "tls": o.tls,
+        "handshakes_per_server_cpu_s": match (o.tls, spent(cpu0, cpu_setup)) {
+            (true, Some(c)) if c > 0.0 => Some((established as f64 / c).round()),
+            _ => None,
+        },
     }))
 }
 
@@ -749,6 +831,7 @@ fn mode_fanout(r: &Run, addr: SocketAddr) -> Result<Value, String> {
         "duration_s": o.duration,
         "payload": o.payload,
         "publishers": o.publishers,
+        "tls": o.tls,
     });
     merge(&mut rep, load_phase(r, &mut b, Some(o.rate), o.channels));
     let loss = b.loss_report();
@@ -758,6 +841,76 @@ fn mode_fanout(r: &Run, addr: SocketAddr) -> Result<Value, String> {
     rep["api_latency_ms"] = latency_summary(&mut b.req_lat);
     rep["subscribers_closed"] = json!(subscribed - b.subscribed().0);
     Ok(rep)
+}
+
+/// `upgrade`: fanout with SIGUSR2 to the server a third of the way in.
+fn mode_upgrade(r: &Run, addr: SocketAddr) -> Result<Value, String> {
+    let o = r.o;
+    let pid = r
+        .pid
+        .ok_or("upgrade needs the server's pid (--spawn or --pid)")?;
+    let mut b = r.bench(addr, o.channels, false)?;
+    let (ready, subscribed) = r.open_publishers_and_subscribers(&mut b);
+    let start = Instant::now();
+    let stop = (start + Duration::from_secs_f64(o.duration)).min(r.deadline);
+    b.gaps.clear();
+    b.last_delivery = None;
+    b.pub_plan = Some(PubPlan {
+        start,
+        rate: Some(o.rate),
+        stop,
+        issued: 0,
+        groups: o.channels,
+    });
+    b.run_until(start + Duration::from_secs_f64(o.duration / 3.0), |_| false);
+    let signal_at = Instant::now();
+    // SAFETY: kill(2) takes plain integers.
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR2) } != 0 {
+        return Err(format!(
+            "cannot signal the server: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    b.run_until(stop, |_| false);
+    let sent = b.pub_plan.as_ref().map_or(0, |p| p.issued);
+    let drained = r.drain(&mut b);
+    b.pub_plan = None;
+    let ms = |d: Duration| round3(d.as_secs_f64() * 1000.0);
+    let longest = b
+        .gaps
+        .iter()
+        .map(|(a, z)| z.duration_since(*a))
+        .max()
+        .unwrap_or_default();
+    // the pause the switch made: the longest that ends after the signal
+    // (the preflight's copy of the hand-over may make a shorter one)
+    let switch = b
+        .gaps
+        .iter()
+        .filter(|(_, z)| *z > signal_at)
+        .max_by_key(|(a, z)| z.duration_since(*a))
+        .copied();
+    let loss = b.loss_report();
+    let still = b.subscribed().0;
+    Ok(json!({
+        "ok": ready && loss["lost"] == 0 && loss["duplicates"] == 0 && still == subscribed,
+        "subscribers": subscribed,
+        "subscribers_dropped": subscribed - still,
+        "channels": o.channels,
+        "rate": o.rate,
+        "duration_s": o.duration,
+        "publishes_sent": sent,
+        "publish_status": status_map(&b),
+        "drained": drained,
+        "deliveries": b.delivered,
+        "loss": loss,
+        "longest_delivery_gap_ms": ms(longest),
+        "switch_gap_ms": switch.map(|(a, z)| ms(z.duration_since(a))),
+        "signal_to_first_delivery_after_switch_ms": switch.map(|(_, z)| ms(z.duration_since(signal_at))),
+        "gaps_over_50ms": b.gaps.len(),
+        "latency_ms": latency_summary(&mut b.lat[0]),
+        "api_latency_ms": latency_summary(&mut b.req_lat),
+    }))
 }
 
 fn mode_api(r: &Run, addr: SocketAddr) -> Result<Value, String> {
@@ -999,6 +1152,15 @@ fn main() -> ExitCode {
         print!("{}", report::table(&input));
         return ExitCode::SUCCESS;
     }
+    if args.first().map(String::as_str) == Some("countsmd") {
+        let mut input = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+            eprintln!("loadgen: reading stdin: {e}");
+            return ExitCode::from(1);
+        }
+        print!("{}", report::counts_md(&input));
+        return ExitCode::SUCCESS;
+    }
     if args.first().map(String::as_str) == Some("soakmd") {
         let mut input = String::new();
         if let Err(e) = std::io::stdin().read_to_string(&mut input) {
@@ -1040,6 +1202,54 @@ fn main() -> ExitCode {
         println!("{head}");
         return ExitCode::SUCCESS;
     }
+    if !o.webhook.is_empty() && o.spawn.is_none() {
+        eprintln!("loadgen: --webhook needs --spawn (the server must be given the receiver)");
+        return ExitCode::from(2);
+    }
+    let receiver = if o.webhook.is_empty() {
+        None
+    } else {
+        match webhook::Receiver::start(&o.app_key, &o.secret) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    };
+    let hooks_env = receiver
+        .as_ref()
+        .map(|r| r.env_value(&o.webhook, o.webhook_batching));
+    let generated = match (o.tls, &o.ca) {
+        (true, None) => match tls::generate() {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        _ => None,
+    };
+    let client_tls = match (&o.ca, &generated) {
+        (Some(ca), _) => Some(tls::client_config(std::path::Path::new(ca))),
+        (None, Some(g)) => Some(tls::client_config(&g.cert)),
+        _ => None,
+    };
+    let client_tls = match client_tls.transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut extra_env: Vec<(&str, Option<&str>)> = Vec::new();
+    if let Some(v) = hooks_env.as_deref() {
+        extra_env.push(("REVERB_APP_WEBHOOKS", Some(v)));
+    }
+    if let Some(g) = &generated {
+        extra_env.push(("REVERB_TLS_CERT", g.cert.to_str()));
+        extra_env.push(("REVERB_TLS_KEY", g.key.to_str()));
+    }
     let server = match &o.url {
         Some(url) => match proto::parse_url(url) {
             Ok(addr) => Server {
@@ -1053,7 +1263,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        None => match spawn_server(&o, &[]) {
+        None => match spawn_server(&o, &extra_env) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("loadgen: {e}");
@@ -1068,6 +1278,7 @@ fn main() -> ExitCode {
     let rss_idle = server.pid.and_then(read_rss);
     let run = Run {
         o: &o,
+        tls: client_tls,
         pid: server.pid,
         others: Vec::new(),
         deadline,
@@ -1075,6 +1286,7 @@ fn main() -> ExitCode {
     let result = match o.mode.as_str() {
         "conns" => mode_conns(&run, server.addr),
         "fanout" => mode_fanout(&run, server.addr),
+        "upgrade" => mode_upgrade(&run, server.addr),
         "api" => mode_api(&run, server.addr),
         "clientevents" => mode_clientevents(&run, server.addr),
         "soak" => soak::mode_soak(&run, server.addr),
@@ -1097,6 +1309,25 @@ fn main() -> ExitCode {
         "alive_at_end": server_alive,
     });
     merge(&mut head, rep.take());
+    if let Some(r) = &receiver {
+        // what the server still had to send after the run
+        r.settle(
+            Duration::from_millis(1000),
+            Duration::from_secs_f64(o.drain.max(1.0)),
+        );
+        let report = r.report();
+        let mut ok = report["bad_requests"] == 0;
+        if o.mode == "clientevents" && o.webhook.iter().any(|w| w == "client_event") {
+            let got = report["by_name"]["client_event"].as_u64().unwrap_or(0);
+            let sent = head["events_sent"].as_u64().unwrap_or(0);
+            head["webhook_client_events_missing"] = json!(sent.saturating_sub(got));
+            ok &= got >= sent;
+        }
+        if !ok {
+            head["ok"] = json!(false);
+        }
+        head["webhooks"] = report;
+    }
     println!("{head}");
     drop(server);
     ExitCode::SUCCESS

@@ -46,10 +46,10 @@ fn loss(v: &Value) -> String {
 pub fn row(r: &Value) -> (String, String) {
     let mode = r["mode"].as_str().unwrap_or("?");
     let idle = format!("idle RSS {}", mib(&r["server"]["rss_idle_bytes"]));
+    let tls = if r["tls"] == true { " TLS" } else { "" };
     match mode {
-        "conns" => (
-            format!("conns {}", num(&r["connections"])),
-            format!(
+        "conns" => {
+            let mut figures = format!(
                 "{} established, {} failed; connect p50/p99 {} / {} ms; RSS {} → {}; \
                  **{} B per connection**; {idle}",
                 num(&r["established"]),
@@ -59,11 +59,29 @@ pub fn row(r: &Value) -> (String, String) {
                 mib(&r["rss_before_bytes"]),
                 mib(&r["rss_after_bytes"]),
                 num(&r["rss_per_conn_bytes"]),
-            ),
-        ),
+            );
+            // runs from before these were measured keep their old row
+            if !r["server_cpu_s"].is_null() {
+                figures.push_str(&format!(
+                    "; **server CPU {} s** (storm {} s)",
+                    num(&r["server_cpu_s"]),
+                    num(&r["server_cpu_setup_s"])
+                ));
+            }
+            if let Some(n) = r["subscription_counts_received"].as_u64() {
+                figures.push_str(&format!("; {n} subscription counts received"));
+            }
+            if !r["handshakes_per_server_cpu_s"].is_null() {
+                figures.push_str(&format!(
+                    "; **{} TLS handshakes per server CPU-second**",
+                    num(&r["handshakes_per_server_cpu_s"])
+                ));
+            }
+            (format!("conns {}{tls}", num(&r["connections"])), figures)
+        }
         "fanout" => (
             format!(
-                "fanout {} subs / {} ch, {}/s",
+                "fanout {} subs / {} ch, {}/s{tls}",
                 num(&r["subscribers"]),
                 num(&r["channels"]),
                 num(&r["rate"])
@@ -221,6 +239,27 @@ pub fn row(r: &Value) -> (String, String) {
 }
 
 /// The markdown table of every JSON line in `input` (other lines are skipped).
+/// With `--webhook`: what to add to the run's label and to its figures.
+fn webhooks(r: &Value) -> Option<(String, String)> {
+    let w = r.get("webhooks").filter(|w| w.is_object())?;
+    let names = w["by_name"].as_object().map_or(String::new(), |m| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {}", num(v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    Some((
+        " + webhook".to_string(),
+        format!(
+            "; webhooks: {} events in {} requests ({names}), **{} events/s**, {} bad",
+            num(&w["events"]),
+            num(&w["requests"]),
+            num(&w["events_per_s"]),
+            num(&w["bad_requests"]),
+        ),
+    ))
+}
+
 pub fn table(input: &str) -> String {
     let mut out = String::from("| run | ok | key figures | command |\n|---|---|---|---|\n");
     for line in input.lines() {
@@ -230,7 +269,11 @@ pub fn table(input: &str) -> String {
         if !r.is_object() || r["mode"].is_null() {
             continue;
         }
-        let (run, figures) = row(&r);
+        let (mut run, mut figures) = row(&r);
+        if let Some((label, hooks)) = webhooks(&r) {
+            run.push_str(&label);
+            figures.push_str(&hooks);
+        }
         let ok = match (&r["ok"], &r["timed_out"]) {
             (_, Value::Bool(true)) => "timed out",
             (Value::Bool(true), _) => "yes",
@@ -238,6 +281,54 @@ pub fn table(input: &str) -> String {
         };
         let cmd = r["command"].as_str().unwrap_or("").replace('|', "\\|");
         out.push_str(&format!("| {run} | {ok} | {figures} | `{cmd}` |\n"));
+    }
+    out
+}
+
+/// What turns subscription counts on for a spawned server.
+const COUNTS_ON: &str = "REVERB_APP_ENABLE_SUBSCRIPTION_COUNT=true";
+
+/// The markdown of `conns` runs with subscription counts on and off
+/// (`loadgen countsmd`): their table, then each side's server CPU (every
+/// run and the mean) and the ratio of the means, which issue 13 bounds by 2.
+pub fn counts_md(input: &str) -> String {
+    let mut out = table(input);
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for line in input.lines() {
+        let Ok(r) = serde_json::from_str::<Value>(line.trim()) else {
+            continue;
+        };
+        let Some(cpu) = r["server_cpu_s"].as_f64() else {
+            continue;
+        };
+        let cmd = r["command"].as_str().unwrap_or("");
+        if cmd.contains(COUNTS_ON) {
+            &mut on
+        } else {
+            &mut off
+        }
+        .push(cpu);
+    }
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|c| format!("{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    out.push('\n');
+    if let (Some(a), Some(b)) = (mean(&off), mean(&on)) {
+        out.push_str(&format!(
+            "Server CPU, counts off: {} s (mean {:.3} s); counts on: {} s (mean {:.3} s); \
+             **on / off = {:.2}**.\n",
+            list(&off),
+            a,
+            list(&on),
+            b,
+            b / a.max(1e-9)
+        ));
+    } else {
+        out.push_str("Server CPU: not measured on both sides.\n");
     }
     out
 }
@@ -300,6 +391,96 @@ mod tests {
     }
 
     #[test]
+    fn counts_md_compares_the_mean_cpu_of_both_sides() {
+        let line = |cpu: f64, on: bool| {
+            let env = if on {
+                " --env REVERB_APP_ENABLE_SUBSCRIPTION_COUNT=true"
+            } else {
+                ""
+            };
+            format!(
+                r#"{{"mode":"conns","command":"loadgen conns{env}","ok":true,"server_cpu_s":{cpu}}}"#
+            )
+        };
+        let input = [
+            line(1.0, false),
+            line(1.5, true),
+            line(2.0, false),
+            line(2.0, true),
+        ]
+        .join("\n");
+        let md = counts_md(&input);
+        assert_eq!(
+            md.lines().filter(|l| l.starts_with("| conns")).count(),
+            4,
+            "{md}"
+        );
+        assert!(
+            md.contains("counts off: 1, 2 s (mean 1.500 s); counts on: 1.5, 2 s (mean 1.750 s); **on / off = 1.17**"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn conns_rows_show_the_server_cpu_and_the_counts_when_measured() {
+        let input = concat!(
+            r#"{"mode":"conns","command":"c","ok":true,"connections":2,"established":2,"#,
+            r#""server_cpu_s":1.25,"server_cpu_setup_s":1.0,"subscription_counts_received":3}"#,
+            "\n"
+        );
+        let t = table(input);
+        assert!(
+            t.contains("; **server CPU 1.25 s** (storm 1 s); 3 subscription counts received |"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn tls_runs_are_labelled_and_show_handshakes() {
+        let input = concat!(
+            r#"{"mode":"conns","command":"c","ok":true,"connections":2,"established":2,"#,
+            r#""tls":true,"handshakes_per_server_cpu_s":4000}"#,
+            "\n",
+            r#"{"mode":"fanout","command":"f","ok":true,"subscribers":3,"channels":1,"#,
+            r#""rate":5,"tls":true}"#,
+            "\n"
+        );
+        let t = table(input);
+        let rows: Vec<&str> = t.lines().skip(2).collect();
+        assert!(rows[0].starts_with("| conns 2 TLS | yes |"), "{t}");
+        assert!(
+            rows[0].contains("; **4000 TLS handshakes per server CPU-second** |"),
+            "{t}"
+        );
+        assert!(
+            rows[1].starts_with("| fanout 3 subs / 1 ch, 5/s TLS | yes |"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn webhook_runs_say_what_the_receiver_got() {
+        let input = concat!(
+            r#"{"mode":"clientevents","command":"x","ok":true,"members":2,"group_size":2,"#,
+            r#""rate":10,"events_sent":5,"webhooks":{"requests":3,"events":5,"bad_requests":0,"#,
+            r#""by_name":{"client_event":5},"events_per_s":250.5}}"#,
+            "\n",
+        );
+        let t = table(input);
+        let row = t.lines().nth(2).unwrap();
+        assert!(
+            row.starts_with("| clientevents 2 members in groups of 2, 10/s + webhook | yes |"),
+            "{row}"
+        );
+        assert!(
+            row.contains(
+                "webhooks: 5 events in 3 requests (client_event 5), **250.5 events/s**, 0 bad"
+            ),
+            "{row}"
+        );
+    }
+
+    #[test]
     fn table_of_runs() {
         let input = concat!(
             "some noise\n",
@@ -325,6 +506,7 @@ mod tests {
         let t = table(input);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 6, "{t}");
+        assert!(!lines[2].contains("server CPU"), "{}", lines[2]);
         assert!(lines[2].starts_with("| conns 2 | yes |"), "{}", lines[2]);
         assert!(lines[2].contains("**512 B per connection**"));
         assert!(lines[2].contains("RSS 1.0 MiB → 2.0 MiB"));

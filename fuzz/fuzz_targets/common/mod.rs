@@ -27,9 +27,26 @@ use serde_json::{Value, json};
 pub const APPS: [(&str, &str, &str); 2] = [("1", "key-a", "secret-a"), ("2", "key-b", "secret-b")];
 pub const SLOTS: u8 = 8;
 
+/// App 0 has Reverb's defaults; app 1 has a webhook for every event type
+/// (1 s delay), subscription counts and authorized connections, so the
+/// operations reach that code too.
 pub fn app(i: usize) -> App {
     let (id, key, secret) = APPS[i];
-    App::new(id, key, secret)
+    let mut a = App::new(id, key, secret);
+    if i == 1 {
+        a.webhooks = vec![revurb::webhook::Webhook {
+            url: revurb::webhook::Url::parse("http://127.0.0.1:9/hook").expect("a URL"),
+            event_types: revurb::webhook::Kind::ALL.into_iter().collect(),
+            filter: Default::default(),
+            headers: Vec::new(),
+            batching: false,
+        }];
+        a.webhook_delay_ms = 1000;
+        a.enable_subscription_count = true;
+        a.enable_user_authentication = true;
+        a.user_authentication_timeout = 5;
+    }
+    a
 }
 
 /// The app lists a reload may install.
@@ -314,6 +331,8 @@ pub struct Harness {
     pub restarts: usize,
     /// Frames delivered so far.
     pub frames: u64,
+    /// Webhook events the hub asked to send.
+    pub webhooks: u64,
 }
 
 pub fn sign(secret: &str, msg: &str) -> String {
@@ -337,6 +356,7 @@ impl Harness {
             published: Vec::new(),
             restarts: 0,
             frames: 0,
+            webhooks: 0,
         }
     }
 
@@ -378,6 +398,19 @@ impl Harness {
                 Output::Publish { payload, .. } => self.published.push(payload),
                 Output::Backlog { .. } => {}
                 Output::Restart => self.restarts += 1,
+                Output::Webhook { app, event } => {
+                    let cfg = self.hub.apps().nth(app).unwrap_or_else(|| {
+                        panic!("a webhook for app {app}, which the hub does not have")
+                    });
+                    assert!(
+                        cfg.wants_webhook(event.kind, &event.channel),
+                        "a {} webhook on {} that no webhook of app {} wants",
+                        event.kind.name(),
+                        event.channel,
+                        cfg.id
+                    );
+                    self.webhooks += 1;
+                }
             }
         }
         let counted: u64 = (0..self.hub.apps().count())

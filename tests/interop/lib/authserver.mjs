@@ -25,9 +25,9 @@ import { waitFor, withTimeout } from './server.mjs';
  * @param {object} opts
  * @param {import('pusher')} opts.signer  SDK instance used to sign (its
  *   secret may deliberately be wrong in a test)
- * @param {Record<string, {id: number|string, info?: object}>} [opts.users]
+ * @param {Record<string, {id: number|string, info?: object, watchlist?: string[]}>} [opts.users]
  *   header value -> user; `id` is the presence `user_id`, `info` the
- *   presence `user_info`
+ *   presence `user_info`, `watchlist` the user ids signed into `user_data`
  * @returns {Promise<{url: string, channelEndpoint: string, userEndpoint: string,
  *   requests: object[], close: () => Promise<void>,
  *   channelAuth: (user: string) => object, userAuth: (user: string) => object}>}
@@ -68,7 +68,9 @@ export async function startAuthServer({ signer, users = {} }) {
         }
         if (req.url === '/broadcasting/user-auth') {
           // pusher-js requires user_data.id to be a non-empty string.
-          const signed = await signer.authenticateUser(socketId, { id: String(user.id), user_info: user.info ?? {} });
+          const userData = { id: String(user.id), user_info: user.info ?? {} };
+          if (user.watchlist) userData.watchlist = user.watchlist;
+          const signed = await signer.authenticateUser(socketId, userData);
           record.response = signed;
           return reply(200, signed);
         }

@@ -26,6 +26,7 @@ METHODS = frozenset(
         "terminate_user_connections",
         "authenticate",
         "authenticate_user",
+        "validate_webhook",
     ]
 )
 
