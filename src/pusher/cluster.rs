@@ -68,6 +68,30 @@
 //! its view is frozen (nobody is dropped); when the link comes back every
 //! known node gets a fresh `node_timeout` to speak.
 //!
+//! Silence only proves a node dead if the bus still works, and a link can be
+//! up while Redis delivers nothing: a stalled server (a fork for a save, a
+//! paused VM) answers the idle `PING` only after its 10 s reply deadline,
+//! and `node_timeout` is shorter; or this process itself was stalled. Redis
+//! hands every publish back to its sender's subscriber, so each node checks
+//! its own messages: once one has come back since the link came up, none
+//! for `node_timeout /` [`DEAF_FRACTION`] (two of its own heartbeats) makes
+//! the node *deaf*, and a deaf node drops nobody: its view stays frozen, as
+//! with the link down, and it goes on publishing. A bus that stops for
+//! everyone thus makes no node drop another (no storm of `member_removed`,
+//! `channel_vacated` and back when it returns), while a node really gone is
+//! still dropped by those that still hear themselves.
+//!
+//! The first own message to come back ends it like a reconnect: every
+//! known node gets a fresh `node_timeout`, and the node sends a `heartbeat`
+//! and then a `state` with `reply: true` to catch up on what it missed. A
+//! node that had dropped it (it was cut off alone, or stalled alone) hears
+//! the heartbeat from a node it does not know and answers with a `want`;
+//! that tells the node it was dropped, and only then do its webhooks settle
+//! again as after a long link outage ([`Hub::hooks_link`]). Deafness alone
+//! does not mute its webhooks: in a stall everything published arrives late,
+//! not lost, and nobody reports its channels. Where Redis never hands a node
+//! its own messages back, the check never starts.
+//!
 //! What the channel can make a node remember is bounded: at most
 //! [`MAX_NODES`] nodes, only apps this node has, only valid channel names,
 //! members only of presence channels; anything else is counted in
@@ -100,6 +124,12 @@ pub const MAX_SKEW_MS: u64 = 30_000;
 /// Bytes of cached events one `state` message carries at most; a node with
 /// more cache channels shares the rest only as new events arrive.
 const STATE_CACHE_BYTES: usize = 1024 * 1024;
+/// A node whose own messages have not come back for `node_timeout /
+/// DEAF_FRACTION` is deaf (see Liveness). Heartbeats go every quarter of
+/// `node_timeout`, so that is two of them missed; and it is under
+/// `node_timeout` by a quarter, so deafness is noticed before any node
+/// silent since the same moment would be dropped.
+pub const DEAF_FRACTION: u64 = 2;
 
 pub struct Cluster {
     pub node: String,
@@ -111,6 +141,14 @@ pub struct Cluster {
     heartbeat_ms: u64,
     link_up: bool,
     next_heartbeat: u64,
+    /// When one of this node's own messages last came back from Redis,
+    /// since the link came up (`None`: none yet, the check is off).
+    echo_at: Option<u64>,
+    /// Since when this node has been deaf (see Liveness).
+    deaf_since: Option<u64>,
+    /// Back from a deaf spell that began at `.0`: until `.1`, a `want` for
+    /// this node means a node had dropped it.
+    undeaf: Option<(u64, u64)>,
     nodes: HashMap<String, Node>,
     /// Apps whose counts changed since the last flush, with the channels.
     dirty: HashMap<AppId, HashSet<Rc<str>>>,
@@ -184,6 +222,9 @@ impl Cluster {
             heartbeat_ms: (timeout_ms / 4).max(250),
             link_up: false,
             next_heartbeat: 0,
+            echo_at: None,
+            deaf_since: None,
+            undeaf: None,
             nodes: HashMap::new(),
             dirty: HashMap::new(),
             backlog_open: false,
@@ -399,6 +440,9 @@ impl Hub {
             return;
         }
         c.link_up = up;
+        c.echo_at = None;
+        c.deaf_since = None;
+        c.undeaf = None;
         if up {
             for n in c.nodes.values_mut() {
                 n.last_seen = now; // they get a fresh chance to speak
@@ -412,6 +456,59 @@ impl Hub {
         }
         self.hooks_link(now, up);
         self.cluster_backlog_gate(now);
+    }
+
+    /// One of this node's own messages came back from Redis: the bus works.
+    /// After a deaf spell, catch up as after a reconnect.
+    fn own_echo(&mut self, now: u64) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        if !c.link_up {
+            return;
+        }
+        c.echo_at = Some(now);
+        let Some(since) = c.deaf_since.take() else {
+            return;
+        };
+        crate::log_warn!(
+            "cluster: this node's messages come back from Redis again after {} s; catching up with the other nodes",
+            now.saturating_sub(since) / 1000
+        );
+        for n in c.nodes.values_mut() {
+            n.last_seen = now; // they get a fresh chance to speak
+        }
+        c.dirty.clear();
+        c.undeaf = Some((since, now + c.timeout_ms));
+        // a heartbeat first: a node that dropped this one answers it with a
+        // `want` (see Liveness), which a `state` would not get
+        self.publish(Body::Heartbeat);
+        let apps = self.local_state(now);
+        self.publish(Body::State { apps, reply: true });
+    }
+
+    /// A `want` for this node: if it came soon after a deaf spell, a node
+    /// had dropped this one, and its webhooks settle as after an outage
+    /// that began with the spell.
+    fn wanted_after_deafness(&mut self, now: u64) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some((since, until)) = c.undeaf.take() else {
+            return;
+        };
+        if now <= until {
+            crate::log_info!("cluster: another node had dropped this one while it was deaf");
+            self.hooks_dropped_while_deaf(now, since);
+        }
+    }
+
+    /// Whether this node is deaf (see Liveness): true from the moment its
+    /// own messages have been missing for too long, until one comes back.
+    pub fn cluster_deaf(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.deaf_since.is_some())
     }
 
     pub(super) fn publish(&mut self, body: Body) {
@@ -663,6 +760,16 @@ impl Hub {
     }
 
     fn remote_message(&mut self, now: u64, unix: u64, payload: &[u8]) {
+        // Only the prefix is checked, not the signature: a forged echo can
+        // at most keep this node from going deaf, which is how it behaved
+        // before the check existed; it cannot make it drop anyone.
+        if self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| payload.starts_with(&c.own_prefix))
+        {
+            return self.own_echo(now);
+        }
         let Some(env) = self.decode_remote(unix, payload) else {
             return;
         };
@@ -837,6 +944,7 @@ impl Hub {
             }
             Body::Want { to } => {
                 if self.cluster.as_ref().is_some_and(|c| c.node == to) {
+                    self.wanted_after_deafness(now);
                     let apps = self.local_state(now);
                     self.publish(Body::State { apps, reply: false });
                 }
@@ -1146,6 +1254,20 @@ impl Hub {
             return;
         };
         let timeout = c.timeout_ms;
+        if let Some(echo) = c.echo_at
+            && c.deaf_since.is_none()
+            && now >= echo + timeout / DEAF_FRACTION
+        {
+            c.deaf_since = Some(echo);
+            crate::log_warn!(
+                "cluster: none of this node's messages came back from Redis for {} ms; dropping no node until they do (is Redis, or a proxy before it, stalled?)",
+                now - echo
+            );
+            return;
+        }
+        if c.deaf_since.is_some() {
+            return; // the view stays frozen until our messages come back
+        }
         let dead: Vec<String> = c
             .nodes
             .iter()
@@ -1176,7 +1298,15 @@ impl Hub {
         if !c.link_up {
             return None;
         }
-        let expiry = c.nodes.values().map(|n| n.last_seen + c.timeout_ms).min();
+        let expiry = match (c.deaf_since, c.echo_at) {
+            (Some(_), _) => None, // nobody expires while deaf
+            (None, echo) => {
+                let nodes = c.nodes.values().map(|n| n.last_seen + c.timeout_ms);
+                nodes
+                    .chain(echo.map(|t| t + c.timeout_ms / DEAF_FRACTION))
+                    .min()
+            }
+        };
         let resync = (!c.resync.is_empty()).then_some(c.resync_until);
         [Some(c.next_heartbeat), expiry, resync]
             .into_iter()

@@ -518,6 +518,14 @@ impl Hub {
         }
     }
 
+    /// Back from a deaf spell that began at `since`, this node learnt that
+    /// another had dropped it (see the Liveness section of `cluster`): it
+    /// settles as if its link had been down since then.
+    pub(super) fn hooks_dropped_while_deaf(&mut self, now: u64, since: u64) {
+        self.webhooks.down_since = Some(since);
+        self.hooks_link(now, true);
+    }
+
     /// Hold every occupied channel and present member of `app` (settling
     /// again after a long outage).
     fn hooks_hold_all(&mut self, app: AppId) {

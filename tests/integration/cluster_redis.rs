@@ -7,8 +7,10 @@
 use std::time::Duration;
 
 use crate::cluster_support::{
-    SILENCE, SYNC_DEADLINE, event_text, expect_once, expect_text_within, form_cluster, start_node,
-    start_redis, start_redis_with, stderr_since, wait_connections_everywhere, wait_stderr,
+    SILENCE, SYNC_DEADLINE, close_ws, event_text, expect_member_added,
+    expect_member_removed_within, expect_once, expect_text_within, form_cluster, join_presence,
+    start_node, start_redis, start_redis_with, stderr_since, wait_connections_everywhere,
+    wait_stderr, wait_users_everywhere,
 };
 use crate::support::{APP_ENV, Server, TempDir, Ws, free_port, run_binary_in, test_ca, wait_until};
 
@@ -249,6 +251,65 @@ fn cluster_survives_a_frozen_redis() {
     on_a.expect_silence(SILENCE);
     a.trigger("news", "e", "after");
     expect_once(&mut on_b, &event_text("e", "after", "news"));
+}
+
+#[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
+fn cluster_a_redis_stalled_past_node_timeout_drops_no_node() {
+    // node_timeout 2 s; a stalled Redis answers the idle PING only after
+    // the 10 s reply deadline, so for 5 s both links stay up and nothing
+    // arrives: without their own messages coming back the nodes would take
+    // each other for dead and remove each other's members
+    let redis = start_redis();
+    let env = [("REVERB_SCALING_NODE_TIMEOUT", "2")];
+    let nodes = vec![start_node(&redis, &env), start_node(&redis, &env)];
+    form_cluster(&nodes);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let room = "presence-stall";
+    let (mut one, one_id) = a.pusher();
+    join_presence(&mut one, &one_id, room, 1, "One");
+    wait_users_everywhere(&nodes, room, &[1], SYNC_DEADLINE);
+    let (mut two, two_id) = b.pusher();
+    join_presence(&mut two, &two_id, room, 2, "Two");
+    expect_member_added(&mut one, room, 2, "Two");
+    wait_users_everywhere(&nodes, room, &[1, 2], SYNC_DEADLINE);
+    let logs: Vec<usize> = nodes.iter().map(|n| n.stderr_text().len()).collect();
+
+    redis.freeze(true);
+    for (node, &off) in nodes.iter().zip(&logs) {
+        wait_stderr(
+            node,
+            off,
+            "none of this node's messages came back from Redis",
+            Duration::from_secs(4),
+        );
+    }
+    // past node_timeout and then some: still nobody leaves
+    one.expect_silence(Duration::from_millis(2500));
+    two.expect_silence(SILENCE);
+    redis.freeze(false);
+    for (node, &off) in nodes.iter().zip(&logs) {
+        wait_stderr(
+            node,
+            off,
+            "messages come back from Redis again",
+            RECONNECT_DEADLINE,
+        );
+    }
+    one.expect_silence(SILENCE);
+    two.expect_silence(SILENCE);
+    wait_users_everywhere(&nodes, room, &[1, 2], SYNC_DEADLINE);
+    for (node, &off) in nodes.iter().zip(&logs) {
+        let log = stderr_since(node, off);
+        assert!(!log.contains("silent for"), "{}: {log}", node.addr());
+        assert!(!log.contains(" lost: "), "the link never failed: {log}");
+    }
+    // and the bus carries presence as before
+    close_ws(two);
+    expect_member_removed_within(&mut one, room, 2, RECONNECT_DEADLINE);
 }
 
 #[test]

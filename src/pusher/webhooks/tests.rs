@@ -1015,6 +1015,116 @@ fn a_short_link_outage_freezes_the_view_without_a_vacated_storm() {
 }
 
 #[test]
+fn a_bus_that_stops_delivering_to_every_node_reports_nothing() {
+    let mut sim = cluster(3, PRESENCE);
+    sim.connect((A, 1));
+    sim.join((A, 1), "a-news", None);
+    sim.connect((B, 1));
+    sim.join((B, 1), "presence-room", Some(&member("5", "Five")));
+    sim.join((B, 1), "b-news", None);
+    sim.connect((C, 1));
+    sim.join((C, 1), "presence-room", Some(&member("6", "Six")));
+    sim.pump();
+    sim.advance(DELAY);
+    assert_eq!(events(&cluster_hooks(&mut sim)).len(), 5);
+    // Redis stalls with every connection up: no node hears anything, not
+    // even itself, so none reports another's channels vacated or members
+    // removed, neither during the stall nor when it ends
+    for n in [A, B, C] {
+        sim.nodes[n].link = Link::Cut;
+    }
+    sim.advance(4 * TIMEOUT + DELAY);
+    assert_eq!(cluster_hooks(&mut sim), Vec::<String>::new());
+    for n in [A, B, C] {
+        sim.nodes[n].link = Link::Up;
+    }
+    sim.advance(2 * TIMEOUT + DELAY);
+    assert_eq!(cluster_hooks(&mut sim), Vec::<String>::new());
+    // what changes afterwards is reported once, as before the stall
+    sim.send(
+        (B, 1),
+        r#"{"event":"pusher:unsubscribe","data":{"channel":"b-news"}}"#,
+    );
+    sim.pump();
+    sim.advance(DELAY + 100);
+    assert_eq!(events(&cluster_hooks(&mut sim)), ["channel_vacated b-news"]);
+}
+
+#[test]
+fn what_changes_during_a_stall_is_reported_once() {
+    let mut sim = cluster(2, OCCUPANCY);
+    let mine = owned_by(A, 2, "mine-");
+    let theirs = owned_by(B, 2, "theirs-");
+    sim.connect((A, 1));
+    sim.join((A, 1), &mine, None);
+    sim.join((A, 1), &theirs, None);
+    sim.pump();
+    sim.advance(DELAY);
+    assert_eq!(events(&cluster_hooks(&mut sim)).len(), 2);
+    for n in [A, B] {
+        sim.nodes[n].link = Link::Cut;
+    }
+    sim.advance(TIMEOUT);
+    assert!(sim.hub(A).cluster_deaf());
+    // A's client leaves both; A owns one and sends it, the other waits for
+    // its owner, who hears of it once the bus is back
+    for ch in [&mine, &theirs] {
+        sim.send(
+            (A, 1),
+            &json!({"event": "pusher:unsubscribe", "data": {"channel": ch}}).to_string(),
+        );
+    }
+    sim.pump();
+    sim.advance(DELAY + 100);
+    assert_eq!(
+        cluster_hooks(&mut sim),
+        [format!("0: channel_vacated {mine}")]
+    );
+    for n in [A, B] {
+        sim.nodes[n].link = Link::Up;
+    }
+    sim.advance(2 * TIMEOUT + DELAY);
+    assert_eq!(
+        cluster_hooks(&mut sim),
+        [format!("1: channel_vacated {theirs}")]
+    );
+    sim.advance(3 * TIMEOUT);
+    assert_eq!(cluster_hooks(&mut sim), Vec::<String>::new());
+}
+
+#[test]
+fn a_node_cut_off_alone_is_reported_gone_and_back_once() {
+    let mut sim = cluster(3, OCCUPANCY);
+    sim.connect((B, 1));
+    sim.join((B, 1), "b-only", None);
+    sim.join((B, 1), "shared", None);
+    sim.connect((A, 1));
+    sim.join((A, 1), "shared", None);
+    sim.pump();
+    sim.advance(DELAY);
+    assert_eq!(events(&cluster_hooks(&mut sim)).len(), 2);
+    // B is cut off without knowing it, long enough for the others to drop
+    // it and report its channel; B, deaf, reports nothing
+    sim.nodes[B].link = Link::Cut;
+    sim.advance(TIMEOUT + DELAY + 100);
+    let got = cluster_hooks(&mut sim);
+    assert_eq!(events(&got), ["channel_vacated b-only"]);
+    assert!(!got[0].starts_with("1:"), "{got:?}");
+    assert!(sim.hub(B).cluster_deaf());
+    // back: the others' `want` tells B it was dropped; it settles again and
+    // its channel is occupied again, once
+    sim.nodes[B].link = Link::Up;
+    sim.advance(2 * TIMEOUT);
+    assert_eq!(
+        cluster_hooks(&mut sim),
+        [format!("{}: channel_occupied b-only", owner(3, "b-only"))]
+    );
+    assert!(!sim.hub(B).cluster_deaf());
+    sim.advance(3 * TIMEOUT + DELAY);
+    assert_eq!(cluster_hooks(&mut sim), Vec::<String>::new());
+}
+
+#[test]
 fn a_long_link_outage_is_reported_as_the_node_leaving_and_coming_back() {
     let mut sim = cluster(2, OCCUPANCY);
     sim.connect((B, 1));
