@@ -151,6 +151,11 @@ impl Policy {
         }
     }
 
+    /// The outage queue, oldest first, left in place (unsigned envelopes).
+    pub fn queued_payloads(&self) -> impl Iterator<Item = &Rc<[u8]>> {
+        self.queue.iter()
+    }
+
     /// Send what waited, oldest first (signed now), while the gate is open
     /// and the publisher takes more.
     pub fn drain(&mut self, now: u64, publ: &mut Client, signer: &Signer) {

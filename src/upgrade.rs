@@ -56,6 +56,11 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_STATE_BYTES: u64 = 1 << 30;
 /// Largest unread tail or unsent queue carried per connection (hex doubles it).
 const MAX_CONN_BYTES: usize = 64 * 1024 * 1024;
+/// Held publishes carried at most: the outage queue's highest limit
+/// (`REVERB_SCALING_QUEUE_LIMIT`) plus what the publisher had written.
+const MAX_PUBLISHES: usize = 20_000_000;
+/// Largest held publish carried.
+const MAX_PUBLISH_BYTES: usize = MAX_CONN_BYTES;
 
 /// Everything the old image hands to the new one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +81,14 @@ pub struct Handover {
     /// other nodes publish during the switch is missed.
     #[serde(default)]
     pub redis: Option<RedisHandover>,
+    /// With scaling: the durable publishes not known to have reached Redis
+    /// (unsigned envelopes, hex), oldest first; the new image sends them
+    /// before its own.
+    #[serde(default)]
+    pub publishes: Vec<String>,
+    /// Webhook events not yet delivered, per webhook.
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhook::dispatch::HookExport>,
 }
 
 /// The subscriber connection an upgrade hands over.
@@ -161,6 +174,14 @@ impl Handover {
             {
                 return Err(format!("connection slot {}: buffers too large", c.slot));
             }
+        }
+        if self.publishes.len() > MAX_PUBLISHES
+            || self
+                .publishes
+                .iter()
+                .any(|p| p.len() > 2 * MAX_PUBLISH_BYTES)
+        {
+            return Err("too many or too large held publishes".into());
         }
         self.hub.check()
     }
@@ -393,6 +414,20 @@ mod tests {
                 unread: hex::encode(b"*3\r\n"),
                 messages: vec![hex::encode(b"{}")],
             }),
+            publishes: vec![hex::encode(br#"{"v":1,"node":"n","seq":3}"#)],
+            webhooks: vec![crate::webhook::dispatch::HookExport {
+                app: "app-id".into(),
+                index: 0,
+                url: "http://127.0.0.1:9/hook".into(),
+                queue: Vec::new(),
+                current: Some(crate::webhook::dispatch::AttemptExport {
+                    request: hex::encode(b"POST / HTTP/1.1\r\n\r\n"),
+                    events: 1,
+                    first_at: 1000,
+                    tries: 2,
+                    next_at: 3000,
+                }),
+            }],
         }
     }
 
@@ -428,6 +463,9 @@ mod tests {
             r.fd = 7;
         }
         assert!(h.check().is_err(), "the Redis descriptor is a connection's");
+        let mut h = sample();
+        h.publishes.push("00".repeat(MAX_PUBLISH_BYTES + 1));
+        assert!(h.check().unwrap_err().contains("held publishes"));
         let mut h = sample();
         h.listener = 1;
         assert!(h.check().is_err(), "a standard stream");

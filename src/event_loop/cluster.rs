@@ -10,6 +10,7 @@
 //! message means is the hub's.
 
 use std::io;
+use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mio::Token;
@@ -115,6 +116,27 @@ impl Scaling {
             }
         }
         while self.publ.poll_event(now).is_some() {}
+    }
+
+    /// `revurb upgrade`, the old image: every durable publish not known to
+    /// have reached Redis (the publisher's unacknowledged ones, then the
+    /// outage queue), oldest first, as unsigned envelopes. Left in place in
+    /// case the exec fails. Sent again by the new image, a publish that had
+    /// in fact arrived is dropped by the other nodes (its seq, which the
+    /// node keeps, is one they have seen).
+    pub(super) fn held_publishes(&self) -> Vec<Vec<u8>> {
+        let sent = self.publ.client.unacknowledged_durable();
+        sent.iter()
+            .map(|p| crate::pusher::cluster::seal::strip(p))
+            .chain(self.policy.queued_payloads().map(|p| p.to_vec()))
+            .collect()
+    }
+
+    /// `revurb upgrade`, the new image: the old image's held publishes go
+    /// first, before anything this image publishes.
+    pub(super) fn carry_publishes(&mut self, payloads: Vec<Vec<u8>>) {
+        self.policy
+            .requeue(payloads.into_iter().map(Rc::from).collect());
     }
 
     /// `revurb upgrade`, the new image: the subscriber connection the old

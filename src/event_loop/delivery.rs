@@ -29,7 +29,7 @@ use super::webhook::{Limits, Transport};
 use crate::metrics;
 use crate::pusher::App;
 use crate::webhook::Event;
-use crate::webhook::dispatch::Dispatcher;
+use crate::webhook::dispatch::{Dispatcher, HookExport};
 
 pub(super) struct Delivery {
     dispatcher: Dispatcher,
@@ -105,6 +105,17 @@ impl Delivery {
     /// Nothing in flight and nothing that could be sent now.
     pub(super) fn settled(&self) -> bool {
         self.dispatcher.settled() && self.transport.pending() == 0
+    }
+
+    /// `revurb upgrade`: what is not yet delivered, for the new image.
+    pub(super) fn export(&self, now: u64) -> Vec<HookExport> {
+        self.dispatcher.export(now)
+    }
+
+    /// `revurb upgrade`, the new image: take it over (see
+    /// [`Dispatcher::import`]).
+    pub(super) fn import(&mut self, now: u64, hooks: Vec<HookExport>) -> u64 {
+        self.dispatcher.import(now, hooks)
     }
 
     pub(super) fn abandon(&mut self) -> u64 {

@@ -21,7 +21,9 @@
 //!    have passed. Without TLS connections there is no drain.
 //! 3. **Exec.** The hub's output is carried out and every connection
 //!    flushed as far as its socket takes without blocking; the hand-over
-//!    is written (what is still queued travels in it); the listeners and
+//!    is written (what is still queued travels in it: each connection's
+//!    unsent bytes, the webhook events not yet delivered, and the cluster
+//!    deliveries not known to have reached Redis); the listeners and
 //!    plain connections lose `FD_CLOEXEC`; the binary is executed with the
 //!    same arguments, the file named in `REVURB_UPGRADE_STATE`. Everything
 //!    else (the poll, the signal pipe, the Redis and webhook sockets, TLS
@@ -29,8 +31,9 @@
 //!    fails, the flags are set back and the old image goes on serving.
 //! 4. **Resume** ([`resume`]), in the new image: adopt the descriptors
 //!    before opening anything, rebuild the loop around them (same slots and
-//!    generations, same tokens), import the hub, write `ok` to the status
-//!    file and run.
+//!    generations, same tokens), queue the held cluster deliveries before
+//!    anything new, take over the webhook events, import the hub, write
+//!    `ok` to the status file and run.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -296,14 +299,11 @@ impl Server {
         self.redis_turn(now);
         self.drain_hub();
         self.flush_dirty();
-        let hooks = self.delivery.figures();
-        if hooks.queued + hooks.in_flight > 0 {
-            log_warn!(
-                "upgrade: {} webhook events not yet delivered are lost",
-                hooks.queued + hooks.in_flight
-            );
-        }
         let mut handover = self.handover(now);
+        handover.webhooks = self.delivery.export(now);
+        if let Some(sc) = self.scaling.as_ref() {
+            handover.publishes = sc.held_publishes().iter().map(hex::encode).collect();
+        }
         handover.redis = bridge
             .as_ref()
             .map(|(sock, unread, messages)| RedisHandover {
@@ -464,6 +464,8 @@ impl Server {
             conns,
             hub: self.hub.export(),
             redis: None,
+            publishes: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -500,7 +502,7 @@ pub fn resume(cfg: Config, flags: Flags, path: &std::path::Path) -> io::Result<S
     let t0 = Instant::now();
     let read = format::read_state(path);
     let _ = std::fs::remove_file(path);
-    let h = read.map_err(io::Error::other)?;
+    let mut h = read.map_err(io::Error::other)?;
     // Adopt every descriptor before this image opens one of its own (the
     // contract of `sys::adopt_*`); `Handover::check` refused duplicates.
     let listener = sys::adopt_listener(h.listener)?;
@@ -557,6 +559,11 @@ pub fn resume(cfg: Config, flags: Flags, path: &std::path::Path) -> io::Result<S
         .checked_sub(Duration::from_millis(h.clock_ms + gap))
         .unwrap_or_else(Instant::now);
     let node = h.hub.cluster.as_ref().map(|c| c.node.clone());
+    let webhooks = std::mem::take(&mut h.webhooks);
+    let publishes: Vec<Vec<u8>> = std::mem::take(&mut h.publishes)
+        .iter()
+        .filter_map(|p| hex::decode(p).ok())
+        .collect();
     let mut server = assemble(
         cfg,
         flags,
@@ -570,6 +577,19 @@ pub fn resume(cfg: Config, flags: Flags, path: &std::path::Path) -> io::Result<S
         && let Err(e) = sc.adopt_subscriber(now, sock, server.poll.registry(), unread, messages)
     {
         log_warn!("upgrade: the Redis subscriber was not taken over: {e}");
+    }
+    if let Some(sc) = server.scaling.as_mut() {
+        if !publishes.is_empty() {
+            log_warn!(
+                "upgrade: {} publishes the previous binary held go to Redis first",
+                publishes.len()
+            );
+        }
+        sc.carry_publishes(publishes);
+    }
+    let hooks = server.delivery.import(now, webhooks);
+    if hooks > 0 {
+        log_warn!("upgrade: {hooks} webhook events not yet delivered taken over");
     }
     let count = h.conns.len();
     let t1 = Instant::now();

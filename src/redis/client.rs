@@ -247,6 +247,18 @@ impl Client {
             .count()
     }
 
+    /// The durable publishes written or queued and not yet acknowledged,
+    /// oldest first, left in place (an upgrade carries copies over).
+    pub fn unacknowledged_durable(&self) -> Vec<Rc<[u8]>> {
+        self.awaiting
+            .iter()
+            .filter_map(|(a, _)| match a {
+                Awaiting::Publish(p, true) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

@@ -699,6 +699,155 @@ impl Dispatcher {
     }
 }
 
+/// One webhook's undelivered events as plain data, for `revurb upgrade`:
+/// [`Dispatcher::export`] in the old image, [`Dispatcher::import`] in the
+/// new one. The webhook is named as a reload names it (app id, index in
+/// the app's list, URL). The request in progress travels as the bytes it
+/// was (or is being) sent as, so a retry after the switch is the same
+/// request; one in flight at the switch may have reached the receiver, and
+/// is sent again (a retry, as after a timeout).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HookExport {
+    pub app: String,
+    pub index: usize,
+    pub url: String,
+    /// (queued at, event), oldest first.
+    pub queue: Vec<(u64, EventExport)>,
+    pub current: Option<AttemptExport>,
+}
+
+/// An [`Event`] as plain data.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EventExport {
+    pub kind: String,
+    pub channel: String,
+    pub user_id: Option<String>,
+    pub event: Option<String>,
+    pub data: Option<String>,
+    pub socket_id: Option<String>,
+    pub subscription_count: Option<u64>,
+}
+
+/// The request in progress: its bytes (hex), how many events it carries,
+/// when its first try started, how many tries started, and when the next
+/// may start.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AttemptExport {
+    pub request: String,
+    pub events: usize,
+    pub first_at: u64,
+    pub tries: u32,
+    pub next_at: u64,
+}
+
+impl EventExport {
+    fn of(e: &Event) -> EventExport {
+        let s = |v: &Option<Rc<str>>| v.as_deref().map(str::to_string);
+        EventExport {
+            kind: e.kind.name().to_string(),
+            channel: e.channel.to_string(),
+            user_id: s(&e.user_id),
+            event: s(&e.event),
+            data: s(&e.data),
+            socket_id: s(&e.socket_id),
+            subscription_count: e.subscription_count,
+        }
+    }
+
+    fn event(&self) -> Option<Event> {
+        let r = |v: &Option<String>| v.as_deref().map(Rc::from);
+        Some(Event {
+            kind: super::Kind::parse(&self.kind)?,
+            channel: self.channel.as_str().into(),
+            user_id: r(&self.user_id),
+            event: r(&self.event),
+            data: r(&self.data),
+            socket_id: r(&self.socket_id),
+            subscription_count: self.subscription_count,
+        })
+    }
+}
+
+impl Dispatcher {
+    /// Every webhook's undelivered events (queued and in progress), for the
+    /// hand-over; webhooks with none are left out.
+    pub fn export(&self, now: u64) -> Vec<HookExport> {
+        self.hooks
+            .iter()
+            .filter(|h| h.pending_events() > 0)
+            .map(|h| HookExport {
+                app: h.app.id.to_string(),
+                index: h.index,
+                url: h.config.url.to_string(),
+                queue: h
+                    .queue
+                    .iter()
+                    .map(|(at, e)| (*at, EventExport::of(e)))
+                    .collect(),
+                current: h.current.as_ref().map(|a| AttemptExport {
+                    request: hex::encode(&a.request),
+                    events: a.events,
+                    first_at: a.first_at,
+                    tries: a.tries,
+                    next_at: match a.state {
+                        State::InFlight(_) => now,
+                        State::RetryAt(at) => at,
+                    },
+                }),
+            })
+            .collect()
+    }
+
+    /// Take over what the old image had not delivered, after the webhooks
+    /// are configured ([`Dispatcher::reconfigure`]). A webhook the new
+    /// configuration does not have (same app id, index and URL) loses its
+    /// events, logged and counted as `removed`; so does anything malformed
+    /// (the file is untrusted) and anything over the queue bounds. Returns
+    /// the events taken over.
+    pub fn import(&mut self, now: u64, hooks: Vec<HookExport>) -> u64 {
+        let mut taken = 0u64;
+        for x in hooks {
+            let offered = x.queue.len() + x.current.as_ref().map_or(0, |a| a.events);
+            let pos = self.hooks.iter().position(|h| {
+                *h.app.id == *x.app && h.index == x.index && h.config.url.to_string() == x.url
+            });
+            let Some(pos) = pos.filter(|&p| self.hooks[p].pending_events() == 0) else {
+                log_warn!(
+                    "upgrade: webhook {} of app {} is not in the configuration: {offered} events dropped",
+                    Url::parse(&x.url).map_or_else(|_| "(malformed)".to_string(), |u| for_log(&u)),
+                    x.app
+                );
+                self.stats.dropped_removed += offered as u64;
+                continue;
+            };
+            let mut kept = 0;
+            if let Some(a) = x.current
+                && let Ok(request) = hex::decode(&a.request)
+                && (1..=BATCH_MAX_EVENTS).contains(&a.events)
+            {
+                self.hooks[pos].current = Some(Attempt {
+                    request,
+                    events: a.events,
+                    first_at: a.first_at.min(now),
+                    tries: a.tries.max(1),
+                    state: State::RetryAt(a.next_at.min(now + RETRY_MAX_WAIT_MS)),
+                });
+                self.pending += a.events;
+                kept += a.events;
+            }
+            for (at, e) in x.queue {
+                let Some(event) = e.event() else { continue };
+                let before = self.pending;
+                self.enqueue(at.min(now), pos, event);
+                kept += self.pending - before;
+            }
+            self.stats.dropped_removed += (offered - kept) as u64;
+            taken += kept as u64;
+        }
+        taken
+    }
+}
+
 /// The wait before the next try, after `tries` tries: 1 s, 2 s, 4 s, ...
 /// capped at [`RETRY_MAX_WAIT_MS`].
 pub fn backoff(tries: u32) -> u64 {

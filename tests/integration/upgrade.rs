@@ -473,3 +473,55 @@ fn events_the_other_node_publishes_during_the_switch_all_arrive_once() {
         a.server.stderr_text()
     );
 }
+
+#[test]
+#[cfg_attr(
+    no_redis,
+    ignore = "redis-server is not on PATH (apt-get install redis-server)"
+)]
+fn events_held_for_a_missing_redis_survive_an_upgrade() {
+    use crate::cluster_support::{SILENCE, SYNC_DEADLINE, scaling_env, start_node, wait_stderr};
+    let mut redis = crate::cluster_support::start_redis();
+    let env = scaling_env(&redis);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let a = Deployed::start_env("upgrade-outage-queue", &env, &[]);
+    let b = start_node(&redis, &[]);
+    let (mut sub_b, _) = b.pusher();
+    sub_b.subscribe("held");
+    for node in [&a.server, &b] {
+        node.wait_connections(1, SYNC_DEADLINE);
+    }
+    // Redis goes away: A accepts events and holds them in its outage queue
+    let log = a.server.stderr_text().len();
+    redis.stop();
+    wait_stderr(&a.server, log, "lost:", Duration::from_secs(15));
+    for i in 0..5 {
+        a.server.trigger("held", "e", &i.to_string());
+    }
+    // A is upgraded meanwhile; the queue travels in the hand-over
+    a.deploy();
+    let (code, out, err) = a.upgrade();
+    assert_eq!(code, 0, "{out}\n{err}\n{}", a.server.stderr_text());
+    assert!(
+        a.server
+            .stderr_text()
+            .contains("5 publishes the previous binary held go to Redis first"),
+        "{}",
+        a.server.stderr_text()
+    );
+    // Redis is back: B hears each event once, in order
+    redis.start_again();
+    for i in 0..5 {
+        let v: Value = match sub_b.recv_within(Duration::from_secs(15)) {
+            Msg::Text(t) => serde_json::from_str(&t).expect("JSON"),
+            other => panic!("expected an event, got {other:?}"),
+        };
+        assert_eq!(v["event"], "e", "{v}");
+        assert_eq!(
+            v["data"],
+            i.to_string(),
+            "event {i} missing or out of order"
+        );
+    }
+    sub_b.expect_silence(SILENCE);
+}

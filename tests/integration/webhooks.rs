@@ -898,3 +898,61 @@ fn an_upgrade_sends_what_is_waiting_and_nothing_twice() {
             .contains("webhook events not yet delivered are lost")
     );
 }
+
+#[test]
+fn an_upgrade_carries_a_webhook_event_waiting_for_its_retry() {
+    let rx = Receiver::start(Answer::Status(200));
+    // tries at 0 s and 1 s fail, the one at 3 s succeeds: the switch
+    // happens while the event waits for its second try
+    rx.script(&[Answer::Status(500), Answer::Status(500)]);
+    let hooks = json!([{ "url": rx.url("/later"), "event_types": ["channel_occupied"] }]);
+    let dir = TempDir::new("webhook-upgrade");
+    let cfg = dir.write(
+        "revurb.json",
+        &json!({ "apps": { "apps": [main_app(hooks)] } }).to_string(),
+    );
+    let exe = dir.path().join("revurb");
+    std::fs::copy(bin(), &exe).expect("copy the binary");
+    let pid_file = dir.file("revurb.pid");
+    let server = Server::start_program(
+        &exe,
+        None,
+        &[],
+        &[],
+        &["--config", &cfg, "--pid-file", &pid_file],
+    );
+    let (mut a, _) = server.pusher();
+    a.subscribe("news");
+    wait_until(
+        ARRIVAL,
+        || format!("a first try; hits: {:?}", rx.hits()),
+        || (!rx.hits().is_empty()).then_some(()),
+    );
+    // deploy a new copy over the binary and upgrade
+    let new = dir.path().join("revurb.new");
+    std::fs::copy(bin(), &new).expect("copy");
+    std::fs::rename(&new, &exe).expect("rename over the binary");
+    let (status, out, err) = run_binary(&[], &["upgrade", "--pid-file", &pid_file]);
+    assert!(status.success(), "{out}\n{err}\n{}", server.stderr_text());
+    let events = rx.wait_events(1);
+    assert_eq!(events[0]["name"], "channel_occupied", "{events:?}");
+    assert_eq!(events[0]["channel"], "news", "{events:?}");
+    let hits = rx.hits();
+    assert_eq!(hits.len(), 3, "{hits:?}");
+    assert!(
+        hits.iter().all(|h| h.body == hits[0].body),
+        "the same request each try"
+    );
+    hits[2].verify(APP_KEY, APP_SECRET);
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(rx.hits().len(), 3, "delivered once");
+    let log = server.stderr_text();
+    assert!(
+        log.contains("1 webhook events not yet delivered taken over"),
+        "{log}"
+    );
+    // the client never noticed
+    server.trigger("news", "after", "x");
+    let v = a.recv_json();
+    assert_eq!(v["event"], "after", "{v}");
+}

@@ -520,3 +520,113 @@ fn late_and_unknown_outcomes_are_ignored() {
     assert_eq!(d.stats().requests_sent, 1);
     assert!(d.stats().failures.is_empty());
 }
+
+// ---- hand-over (revurb upgrade) ---------------------------------------------------
+
+/// A new image's dispatcher for `apps`, with `hooks` taken over at `now`.
+fn taken_over(apps: &[App], now: u64, hooks: Vec<HookExport>) -> (Dispatcher, u64) {
+    let mut d = Dispatcher::new(UNIX0);
+    d.reconfigure(apps);
+    let n = d.import(now, hooks);
+    (d, n)
+}
+
+#[test]
+fn a_retry_and_the_events_behind_it_survive_the_hand_over_in_order() {
+    let a = app("1", vec![hook("http://h/hook?token=s3cret", false)]);
+    let mut d = Dispatcher::new(UNIX0);
+    d.reconfigure(std::slice::from_ref(&a));
+    d.push(0, &a, ev("a"));
+    let (id, _, first) = take(&mut d, 0).pop().unwrap();
+    d.done(10, id, Outcome::Status(503));
+    let mut presence = Event::new(Kind::MemberAdded, "presence-room".into());
+    presence.user_id = Some("7".into());
+    d.push(20, &a, presence);
+    d.push(30, &a, ev("c"));
+    assert_eq!(d.queued(), 3, "the retry's event and two behind it");
+
+    let hooks = d.export(40);
+    assert_eq!(hooks.len(), 1);
+    // through the file format
+    let json = serde_json::to_string(&hooks).unwrap();
+    let hooks: Vec<HookExport> = serde_json::from_str(&json).unwrap();
+    let (mut d, n) = taken_over(&[a], 40, hooks);
+    assert_eq!(n, 3);
+    assert_eq!(d.queued(), 3);
+    // the retry keeps its schedule and its bytes: the same request again
+    assert_eq!(d.poll_timeout(), Some(1010));
+    assert!(take(&mut d, 1009).is_empty());
+    let (id, url, again) = take(&mut d, 1010).pop().unwrap();
+    assert_eq!(url.to_string(), "http://h/hook?token=s3cret");
+    assert_eq!(again.body, first.body);
+    assert_eq!(
+        again.header("x-pusher-signature"),
+        first.header("x-pusher-signature")
+    );
+    d.done(1020, id, ok());
+    let mut seen = Vec::new();
+    while let Some((id, _, r)) = d.poll_request(1020) {
+        let r = Req::parse(&r);
+        seen.push(r.json()["events"][0].clone());
+        d.done(1020, id, ok());
+    }
+    assert_eq!(seen[0]["name"], "member_added");
+    assert_eq!(seen[0]["user_id"], "7");
+    assert_eq!(seen[1]["channel"], "c");
+    assert_eq!(d.stats().events_sent, 3);
+    assert!(d.settled());
+}
+
+#[test]
+fn a_request_in_flight_at_the_switch_is_sent_again_at_once() {
+    let a = app("1", vec![hook("http://h/", true)]);
+    let mut d = Dispatcher::new(UNIX0);
+    d.reconfigure(std::slice::from_ref(&a));
+    for ch in ["a", "b"] {
+        d.push(0, &a, ev(ch));
+    }
+    let (_, _, sent) = take(&mut d, 250).pop().unwrap();
+    assert_eq!(sent.channels(), ["a", "b"]);
+    let (mut d, n) = taken_over(&[a], 300, d.export(300));
+    assert_eq!(n, 2);
+    let (id, _, again) = take(&mut d, 300).pop().unwrap();
+    assert_eq!(again.body, sent.body);
+    d.done(310, id, ok());
+    assert_eq!(d.stats().events_sent, 2);
+    assert_eq!(
+        d.stats().retries,
+        1,
+        "a second try: the first was the old image's"
+    );
+}
+
+#[test]
+fn what_the_new_configuration_lacks_or_cannot_read_is_dropped_and_counted() {
+    let old = app(
+        "1",
+        vec![hook("http://h/a", false), hook("http://h/b", false)],
+    );
+    let mut d = Dispatcher::new(UNIX0);
+    d.reconfigure(std::slice::from_ref(&old));
+    d.push(0, &old, ev("x"));
+    d.push(0, &old, ev("y"));
+    let mut hooks = d.export(0);
+    assert_eq!(hooks.len(), 2);
+    // a corrupt file: an unknown kind and a request that is not hex
+    hooks[0].queue[0].1.kind = "nonsense".into();
+    if let Some(a) = hooks[1].current.as_mut() {
+        a.request = "zz".into();
+    }
+    // the new configuration dropped webhook b
+    let new = app("1", vec![hook("http://h/a", false)]);
+    let (mut d, n) = taken_over(&[new], 0, hooks);
+    assert_eq!(n, 1, "only y reaches webhook a");
+    assert_eq!(
+        d.stats().dropped_removed,
+        3,
+        "x (unreadable), and b's two events"
+    );
+    let (_, url, r) = take(&mut d, 0).pop().unwrap();
+    assert_eq!(url.to_string(), "http://h/a");
+    assert_eq!(r.channels(), ["y"]);
+}
