@@ -478,6 +478,29 @@ impl Conn {
         }
     }
 
+    /// `revurb upgrade`: move a quiet TLS 1.3 session to its [`Records`]
+    /// layer now (see `hand_over_tls`), so that it can be handed over.
+    pub fn settle_tls(&mut self) -> io::Result<()> {
+        if self.out.as_ref().is_none_or(|q| q.chunks.is_empty()) {
+            self.hand_over_tls()?;
+        }
+        Ok(())
+    }
+
+    /// Whether this connection is TLS not (yet) in a [`Records`] layer:
+    /// its session cannot survive an exec.
+    pub fn tls_session(&self) -> bool {
+        matches!(self.tls.as_deref(), Some(Tls::Session { .. } | Tls::Broken))
+    }
+
+    /// The [`Records`] layer as plain data, for the hand-over.
+    pub fn records_export(&self) -> Option<tls_record::RecordsExport> {
+        match self.tls.as_deref() {
+            Some(Tls::Records(r)) => Some(r.export()),
+            _ => None,
+        }
+    }
+
     /// A quiet TLS 1.3 session hands its keys over to a [`Records`] layer
     /// and rustls's state is dropped. Quiet: the handshake is over,
     /// rustls has nothing to write and no plaintext to give, every byte it

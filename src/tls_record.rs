@@ -9,7 +9,9 @@
 //! `conn.rs` asks rustls for the traffic secrets
 //! (`dangerous_extract_secrets`, the kTLS hand-off) and drops the session;
 //! from then on a [`Records`] holds the two AEAD keys (ring), their IVs and
-//! sequence numbers (about 1.1 KB with AES-256-GCM) and lends buffers only
+//! sequence numbers (about 1.1 KB with AES-256-GCM), and the raw keys so
+//! that `revurb upgrade` can hand the layer to the new binary as plain
+//! data ([`Records::export`], [`Records::import`]), and lends buffers only
 //! while bytes move: an incomplete incoming record is kept in `partial`,
 //! sealed records the socket did not take in `out`; both are empty, and
 //! freed, when the connection is idle.
@@ -79,6 +81,10 @@ impl std::error::Error for RecordError {}
 /// One direction: its key, IV and the next record's sequence number.
 struct Half {
     key: LessSafeKey,
+    /// The suite and the raw key, kept for `revurb upgrade` (ring's key
+    /// cannot give its bytes back): a few dozen bytes per connection.
+    suite: Suite,
+    raw: [u8; 32],
     iv: [u8; NONCE_LEN],
     seq: u64,
     /// Records this key may protect (RFC 8446 5.5); past it the connection
@@ -94,33 +100,61 @@ pub const AES_GCM_RECORD_LIMIT: u64 = 1 << 24;
 
 impl Half {
     fn new(seq: u64, secrets: ConnectionTrafficSecrets) -> Result<Half, RecordError> {
-        let (alg, key, iv, limit): (&'static Algorithm, &[u8], &[u8], u64) = match &secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (
-                &AES_128_GCM,
-                key.as_ref(),
-                iv.as_ref(),
-                AES_GCM_RECORD_LIMIT,
-            ),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (
-                &AES_256_GCM,
-                key.as_ref(),
-                iv.as_ref(),
-                AES_GCM_RECORD_LIMIT,
-            ),
-            // the sequence number wraps first (RFC 8446 5.5)
+        let (suite, key, iv): (Suite, &[u8], &[u8]) = match &secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => {
+                (Suite::Aes128Gcm, key.as_ref(), iv.as_ref())
+            }
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => {
+                (Suite::Aes256Gcm, key.as_ref(), iv.as_ref())
+            }
             ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-                (&CHACHA20_POLY1305, key.as_ref(), iv.as_ref(), u64::MAX)
+                (Suite::Chacha20Poly1305, key.as_ref(), iv.as_ref())
             }
             _ => return Err(RecordError::Unsupported),
         };
-        let key = UnboundKey::new(alg, key).map_err(|_| RecordError::Unsupported)?;
+        Half::from_parts(suite, key, iv, seq)
+    }
+
+    fn from_parts(suite: Suite, key: &[u8], iv: &[u8], seq: u64) -> Result<Half, RecordError> {
+        let (alg, limit): (&'static Algorithm, u64) = match suite {
+            Suite::Aes128Gcm => (&AES_128_GCM, AES_GCM_RECORD_LIMIT),
+            Suite::Aes256Gcm => (&AES_256_GCM, AES_GCM_RECORD_LIMIT),
+            // the sequence number wraps first (RFC 8446 5.5)
+            Suite::Chacha20Poly1305 => (&CHACHA20_POLY1305, u64::MAX),
+        };
+        if key.len() != alg.key_len() || key.len() > 32 {
+            return Err(RecordError::Unsupported);
+        }
+        let unbound = UnboundKey::new(alg, key).map_err(|_| RecordError::Unsupported)?;
         let iv: [u8; NONCE_LEN] = iv.try_into().map_err(|_| RecordError::Unsupported)?;
+        let mut raw = [0u8; 32];
+        raw[..key.len()].copy_from_slice(key);
         Ok(Half {
-            key: LessSafeKey::new(key),
+            key: LessSafeKey::new(unbound),
+            suite,
+            raw,
             iv,
             seq,
             limit,
         })
+    }
+
+    fn export(&self) -> HalfExport {
+        let len = match self.suite {
+            Suite::Aes128Gcm => 16,
+            Suite::Aes256Gcm | Suite::Chacha20Poly1305 => 32,
+        };
+        HalfExport {
+            key: hex::encode(&self.raw[..len]),
+            iv: hex::encode(self.iv),
+            seq: self.seq,
+        }
+    }
+
+    fn import(suite: Suite, h: &HalfExport) -> Result<Half, RecordError> {
+        let key = hex::decode(&h.key).map_err(|_| RecordError::Unsupported)?;
+        let iv = hex::decode(&h.iv).map_err(|_| RecordError::Unsupported)?;
+        Half::from_parts(suite, &key, &iv, h.seq)
     }
 
     /// The per-record nonce (RFC 8446 5.3), and the sequence number moved on.
@@ -136,6 +170,38 @@ impl Half {
         }
         Ok(Nonce::assume_unique_for_key(nonce))
     }
+}
+
+/// The TLS 1.3 AEADs a [`Records`] layer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Suite {
+    Aes128Gcm,
+    Aes256Gcm,
+    Chacha20Poly1305,
+}
+
+/// One direction as plain data: key and IV (hex) and the next sequence
+/// number.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HalfExport {
+    pub key: String,
+    pub iv: String,
+    pub seq: u64,
+}
+
+/// A [`Records`] layer as plain data, for `revurb upgrade`: the traffic
+/// keys and sequence numbers both ways, the incomplete incoming record and
+/// the sealed bytes not yet written (hex). The new process goes on with
+/// the next sequence numbers, so no nonce is ever used twice, provided the
+/// old one seals nothing after exporting (it executes the new binary next).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordsExport {
+    pub suite: Suite,
+    pub rx: HalfExport,
+    pub tx: HalfExport,
+    pub partial: String,
+    pub unsent: String,
+    pub peer_closed: bool,
 }
 
 /// What [`Records::open`] found in a buffer.
@@ -185,6 +251,37 @@ impl Records {
             out: Vec::new(),
             out_offset: 0,
             peer_closed: false,
+        })
+    }
+
+    /// Everything this layer holds, for the hand-over (see [`RecordsExport`]).
+    pub fn export(&self) -> RecordsExport {
+        RecordsExport {
+            suite: self.tx.suite,
+            rx: self.rx.export(),
+            tx: self.tx.export(),
+            partial: hex::encode(&self.partial),
+            unsent: hex::encode(self.unsent()),
+            peer_closed: self.peer_closed,
+        }
+    }
+
+    /// The layer an upgraded process goes on with. The file is untrusted:
+    /// a key or IV of the wrong length, or buffers that are not hex or too
+    /// large, are refused.
+    pub fn import(x: &RecordsExport) -> Result<Records, RecordError> {
+        let partial = hex::decode(&x.partial).map_err(|_| RecordError::Malformed)?;
+        let out = hex::decode(&x.unsent).map_err(|_| RecordError::Malformed)?;
+        if partial.len() > MAX_RECORD {
+            return Err(RecordError::Malformed);
+        }
+        Ok(Records {
+            rx: Half::import(x.suite, &x.rx)?,
+            tx: Half::import(x.suite, &x.tx)?,
+            partial,
+            out,
+            out_offset: 0,
+            peer_closed: x.peer_closed,
         })
     }
 
@@ -538,5 +635,53 @@ pub(crate) mod tests {
             c.write_tls(&mut wire).unwrap();
         }
         assert_eq!(r.open(&mut wire), Err(RecordError::Handshake));
+    }
+    #[test]
+    fn a_layer_goes_on_after_the_hand_over_in_every_suite() {
+        use rustls::crypto::ring::cipher_suite as cs;
+        for suite in [
+            None,
+            Some(cs::TLS13_AES_128_GCM_SHA256),
+            Some(cs::TLS13_CHACHA20_POLY1305_SHA256),
+        ] {
+            let (mut c, mut old) = established(suite);
+            let mut wire = client_records(&mut c, b"before");
+            let opened = old.open(&mut wire).unwrap();
+            assert_eq!(&wire[..opened.plain], b"before");
+            old.seal(b"sealed, not yet written").unwrap();
+            old.partial = vec![23, 3];
+            // through the file format, as the upgrade writes it
+            let json = serde_json::to_string(&old.export()).unwrap();
+            drop(old);
+            let x: RecordsExport = serde_json::from_str(&json).unwrap();
+            let mut new = Records::import(&x).unwrap();
+            assert_eq!(new.partial, [23, 3]);
+            new.partial.clear();
+            new.seal(b" and after").unwrap();
+            let (got, closed) = client_reads(&mut c, new.unsent());
+            assert!(!closed);
+            assert_eq!(got, b"sealed, not yet written and after", "{suite:?}");
+            let mut wire = client_records(&mut c, b"still the same session");
+            let opened = new.open(&mut wire).unwrap();
+            assert_eq!(&wire[..opened.plain], b"still the same session");
+        }
+    }
+
+    #[test]
+    fn a_bad_hand_over_is_refused() {
+        let (_, r) = established(None);
+        let good = r.export();
+        let mut x = good.clone();
+        x.tx.key.truncate(10);
+        assert_eq!(Records::import(&x).err(), Some(RecordError::Unsupported));
+        let mut x = good.clone();
+        x.rx.iv = "zz".into();
+        assert_eq!(Records::import(&x).err(), Some(RecordError::Unsupported));
+        let mut x = good.clone();
+        x.suite = Suite::Aes128Gcm; // a 32-byte key for a 16-byte suite
+        assert_eq!(Records::import(&x).err(), Some(RecordError::Unsupported));
+        let mut x = good;
+        x.partial = "00".repeat(MAX_RECORD + 1);
+        assert_eq!(Records::import(&x).err(), Some(RecordError::Malformed));
     }
 }

@@ -113,6 +113,11 @@ pub struct ConnHandover {
     /// Queued bytes not yet written, hex.
     pub unsent: String,
     pub writable: bool,
+    /// A TLS 1.3 connection: its record layer (traffic keys, sequence
+    /// numbers, the incomplete incoming record and the sealed bytes not
+    /// yet written). `pending` and `unsent` are plaintext then.
+    #[serde(default)]
+    pub tls: Option<crate::tls_record::RecordsExport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,7 +173,11 @@ impl Handover {
                 } => f.len(),
                 _ => 0,
             };
-            if [c.pending.len(), c.unsent.len(), frag]
+            let tls = c
+                .tls
+                .as_ref()
+                .map_or(0, |t| t.unsent.len().max(t.partial.len()));
+            if [c.pending.len(), c.unsent.len(), frag, tls]
                 .iter()
                 .any(|n| *n > 2 * MAX_CONN_BYTES)
             {
@@ -407,6 +416,7 @@ mod tests {
                 pending: hex::encode([0x81, 0x85]),
                 unsent: String::new(),
                 writable: true,
+                tls: None,
             }],
             hub: crate::pusher::Hub::new(vec![], 1, false).export(),
             redis: Some(RedisHandover {

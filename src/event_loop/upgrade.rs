@@ -10,24 +10,29 @@
 //!    [`crate::upgrade::CHECK_TIMEOUT`]. A failure is logged, written to
 //!    the status file, and the server goes on as if nothing happened.
 //! 2. **Drain.** The exec waits (at most `WEBHOOK_WAIT_MS`) for the
-//!    webhook requests under way and the events ready to go. What cannot
-//!    be handed over is closed gently: TLS
-//!    connections (rustls's session state does not survive an exec) get
-//!    4200 spread evenly over `drain_window`, never all in one instant
-//!    (the loop's drain, `Server::begin_drain` with
-//!    `AfterDrain::Continue`), and the main TLS listener stops accepting
-//!    (the kernel's backlog holds new connections for the new image). The
-//!    exec waits until they are gone, or the window and a close timeout
-//!    have passed. Without TLS connections there is no drain.
+//!    webhook requests under way and the events ready to go. A TLS 1.3
+//!    connection that is quiet moves to its record layer now
+//!    (`Conn::settle_tls`): its traffic keys and sequence numbers are
+//!    plain data ([`crate::tls_record::RecordsExport`]) and it is handed
+//!    over like a plain one. What cannot be handed over is closed gently:
+//!    TLS sessions still in rustls (a handshake under way, TLS 1.2, one
+//!    busy at that instant) get 4200 spread evenly over `drain_window`,
+//!    never all in one instant (the loop's drain, `Server::begin_drain`
+//!    with `AfterDrain::Continue`), and the main TLS listener stops
+//!    accepting (the kernel's backlog holds new connections for the new
+//!    image). The exec waits until they are gone, or the window and a
+//!    close timeout have passed. Without such sessions there is no drain.
 //! 3. **Exec.** The hub's output is carried out and every connection
 //!    flushed as far as its socket takes without blocking; the hand-over
 //!    is written (what is still queued travels in it: each connection's
 //!    unsent bytes, the webhook events not yet delivered, and the cluster
 //!    deliveries not known to have reached Redis); the listeners and
-//!    plain connections lose `FD_CLOEXEC`; the binary is executed with the
-//!    same arguments, the file named in `REVURB_UPGRADE_STATE`. Everything
-//!    else (the poll, the signal pipe, the Redis and webhook sockets, TLS
-//!    connections still open) is close-on-exec and goes. If `execve`
+//!    handed-over connections lose `FD_CLOEXEC`; the binary is executed
+//!    with the same arguments, the file named in `REVURB_UPGRADE_STATE`.
+//!    Everything else (the poll, the signal pipe, the Redis and webhook
+//!    sockets, TLS sessions still open) is close-on-exec and goes. The old
+//!    image seals nothing after the export, so the new one's first record
+//!    uses the next sequence number and no nonce is used twice. If `execve`
 //!    fails, the flags are set back and the old image goes on serving.
 //! 4. **Resume** ([`resume`]), in the new image: adopt the descriptors
 //!    before opening anything, rebuild the loop around them (same slots and
@@ -49,11 +54,12 @@ use super::drain::AfterDrain;
 use super::{FIRST_CONN, Server, assemble};
 use crate::cli::Flags;
 use crate::config::Config;
-use crate::conn::{Chunk, Conn, Phase};
+use crate::conn::{Chunk, Conn, Phase, Tls};
 use crate::pusher::{ConnId, PusherError};
 use crate::redis::client::{Client as RedisClient, Event as RedisEvent, Role as RedisRole};
 use crate::router::Listener;
 use crate::sys;
+use crate::tls_record::Records;
 use crate::upgrade::{self as format, ConnHandover, Handover, PhaseHandover, RedisHandover};
 use crate::websocket::Decoder;
 use crate::{log_debug, log_error, log_warn};
@@ -219,7 +225,7 @@ impl Server {
                 until,
                 hooks_until,
             }) => {
-                let open = self.conns.iter().any(|(_, c)| c.tls.is_some());
+                let open = self.conns.iter().any(|(_, c)| c.tls_session());
                 let tls_done = !open || now >= until + super::CLOSE_TIMEOUT_MS;
                 let hooks_done = self.delivery.settled() || now >= hooks_until;
                 if tls_done && hooks_done {
@@ -235,10 +241,26 @@ impl Server {
         }
     }
 
-    /// The check passed: close the TLS connections over the drain window,
+    /// The check passed: close the TLS sessions that cannot be handed over
+    /// over the drain window,
     /// or exec now if there are none.
     fn start_drain(&mut self, now: u64, exe: PathBuf) {
-        let n = self.conns.iter().filter(|(_, c)| c.tls.is_some()).count();
+        // a quiet TLS 1.3 session moves to its record layer now, which is
+        // handed over like a plain connection
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.tls_session())
+            .map(|(id, _)| id)
+            .collect();
+        for id in ids {
+            if let Some(c) = self.conns.get_mut(id)
+                && let Err(e) = c.settle_tls()
+            {
+                log_debug!("upgrade: TLS connection {}: {e}", id.slot());
+            }
+        }
+        let n = self.conns.iter().filter(|(_, c)| c.tls_session()).count();
         if n == 0 && self.delivery.settled() {
             self.exec_upgrade(now, exe);
             return;
@@ -253,7 +275,7 @@ impl Server {
                 "upgrade: closing {n} TLS connections with 4200 over {} s (drain_window) first",
                 self.cfg.drain_window
             );
-            self.begin_drain(window, |c| c.tls.is_some(), AfterDrain::Continue);
+            self.begin_drain(window, |c| c.tls_session(), AfterDrain::Continue);
         }
         self.upgrade = Some(Upgrade::Draining {
             exe,
@@ -426,7 +448,7 @@ impl Server {
         let conns = self
             .conns
             .iter()
-            .filter(|(_, c)| c.tls.is_none())
+            .filter(|(_, c)| !c.tls_session())
             .map(|(id, c)| ConnHandover {
                 slot: id.slot() as u32,
                 generation: id.generation(),
@@ -453,6 +475,7 @@ impl Server {
                 pending: hex::encode(&c.pending),
                 unsent: hex::encode(c.unsent()),
                 writable: c.writable,
+                tls: c.records_export(),
             })
             .collect();
         Handover {
@@ -666,6 +689,17 @@ impl Server {
             _ => (Listener::Main, 0),
         };
         let mut conn = Conn::new(stream, listener, http_deadline);
+        let sealed_waiting = c.tls.as_ref().is_some_and(|t| !t.unsent.is_empty());
+        if let Some(x) = &c.tls {
+            match Records::import(x) {
+                Ok(r) => conn.tls = Some(Box::new(Tls::Records(r))),
+                Err(e) => {
+                    log_warn!("upgrade: TLS connection {} not taken over: {e}", c.slot);
+                    let _ = self.poll.registry().deregister(&mut conn.stream);
+                    return;
+                }
+            }
+        }
         conn.writable = c.writable;
         conn.pending = bytes(&c.pending);
         let unsent = bytes(&c.unsent);
@@ -700,7 +734,7 @@ impl Server {
         if !matches!(conn.phase, Phase::Closing(_)) {
             conn.push(Chunk::Owned(unsent));
         }
-        let has_output = conn.queued_bytes() > 0;
+        let has_output = conn.queued_bytes() > 0 || sealed_waiting;
         match self.conns.restore(id, conn) {
             Ok(()) => {
                 if let Some(at) = deadline {

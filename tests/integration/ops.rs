@@ -65,6 +65,37 @@ impl TlsClient {
         }
     }
 
+    /// Connect with TLS 1.2 only.
+    fn connect_tls12(addr: SocketAddr, cert: &CertificateDer<'static>) -> TlsClient {
+        let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        sock.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        sock.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.clone()).expect("add the test certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .expect("TLS 1.2")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("client");
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .expect("TLS 1.2 handshake with revurb");
+        }
+        assert_eq!(
+            tls.conn.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_2)
+        );
+        TlsClient {
+            tls,
+            buf: Vec::new(),
+        }
+    }
+
     fn send(&mut self, bytes: &[u8]) {
         self.tls.write_all(bytes).expect("TLS write");
         self.tls.flush().expect("TLS flush");
@@ -1195,11 +1226,13 @@ fn sighup_with_a_bad_webhook_keeps_the_old_apps() {
     a.sync();
 }
 
-/// `revurb upgrade` with TLS: the TLS connections cannot be handed over,
-/// so they get 4200 over the drain window before the switch; the new
-/// binary serves TLS on the same listener.
+/// `revurb upgrade` with TLS: a TLS 1.3 connection's record layer (its
+/// traffic keys and sequence numbers) is handed over, so it stays up and
+/// goes on both ways; a TLS 1.2 session (rustls keeps those) cannot be and
+/// gets 4200 over the drain window; the new binary serves TLS on the same
+/// listener.
 #[test]
-fn upgrade_closes_tls_connections_with_4200_then_serves_tls() {
+fn upgrade_keeps_tls_1_3_connections_and_closes_tls_1_2_ones_with_4200() {
     let c = test_cert();
     let dir = TempDir::new("upgrade-tls");
     let exe = dir.path().join("revurb");
@@ -1211,27 +1244,55 @@ fn upgrade_closes_tls_connections_with_4200_then_serves_tls() {
         ("REVERB_DRAIN_WINDOW", "1"),
     ];
     let s = Server::start_program(&exe, None, &APP_ENV, &env, &["--pid-file", &pid_file]);
-    let mut clients: Vec<TlsClient> = (0..3)
+    let mut kept: Vec<TlsClient> = (0..3)
         .map(|_| {
             let mut ws = TlsClient::connect(s.addr(), &c.der);
+            assert_eq!(
+                ws.tls.conn.protocol_version(),
+                Some(rustls::ProtocolVersion::TLSv1_3)
+            );
             ws.upgrade();
             ws.subscribe("secure-channel");
             ws
         })
         .collect();
+    let mut old = TlsClient::connect_tls12(s.addr(), &c.der);
+    old.upgrade();
+    old.subscribe("secure-channel");
+    // one client has half a frame on the wire at the switch
+    let ping = client::text(r#"{"event":"pusher:ping"}"#);
+    kept[0].send(&ping[..3]);
+
     let (status, out, err) = run_binary(&[], &["upgrade", "--pid-file", &pid_file]);
     assert_eq!(status.code(), Some(0), "{out}\n{err}\n{}", s.stderr_text());
-    for ws in &mut clients {
-        let v: Value = serde_json::from_str(&ws.recv_text()).unwrap();
-        assert_eq!(v["event"], "pusher:error", "{v}");
-        assert!(v["data"].as_str().unwrap_or("").contains("4200"), "{v}");
-        assert!(matches!(ws.recv(), Msg::Close(4200, _)));
-    }
+    let v: Value = serde_json::from_str(&old.recv_text()).unwrap();
+    assert_eq!(v["event"], "pusher:error", "{v}");
+    assert!(v["data"].as_str().unwrap_or("").contains("4200"), "{v}");
+    assert!(matches!(old.recv(), Msg::Close(4200, _)));
+    let log = s.stderr_text();
     assert!(
-        s.stderr_text()
-            .contains("upgrade: closing 3 TLS connections with 4200"),
-        "{}",
-        s.stderr_text()
+        log.contains("upgrade: closing 1 TLS connections with 4200"),
+        "{log}"
     );
+    assert!(
+        log.contains("upgrade: took over 3 connections (of 3)"),
+        "{log}"
+    );
+
+    // the kept ones: the rest of the frame, then both ways as before
+    kept[0].send(&ping[3..]);
+    assert_eq!(kept[0].recv_text(), r#"{"event":"pusher:pong"}"#);
+    let mut api = TlsClient::connect(s.addr(), &c.der);
+    let body = json!({ "name": "after", "channel": "secure-channel", "data": "same session" });
+    let r = api.signed_post("/apps/app-id/events", &body.to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    for ws in &mut kept {
+        assert_eq!(
+            ws.recv_text(),
+            r#"{"event":"after","data":"same session","channel":"secure-channel"}"#
+        );
+        ws.send_text(r#"{"event":"pusher:ping"}"#);
+        assert_eq!(ws.recv_text(), r#"{"event":"pusher:pong"}"#);
+    }
     tls_round_trip(&s, &c, "after-upgrade");
 }
