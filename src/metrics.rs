@@ -56,7 +56,8 @@ impl Metrics {
                 c.refused,
                 hub.stats.webhook_handoffs_dropped,
             );
-            self.render_scaling(&mut text, hub.cluster_nodes() as u64, ignored);
+            let nodes = (hub.cluster_nodes() as u64, hub.cluster_deaf());
+            self.render_scaling(&mut text, nodes, ignored);
         }
         self.render_webhooks(&mut text);
         render_process(&mut text);
@@ -249,14 +250,21 @@ impl Metrics {
     /// The cluster and its Redis links (only with scaling on).
     /// `ignored`: messages ignored as not revurb's, and refused as not
     /// signed by a node of this cluster.
-    fn render_scaling(&self, text: &mut String, nodes: u64, ignored: (u64, u64, u64)) {
+    /// `nodes`: the live nodes, and whether this node is deaf.
+    fn render_scaling(&self, text: &mut String, nodes: (u64, bool), ignored: (u64, u64, u64)) {
         let (bad_messages, refused, handoffs_dropped) = ignored;
-        let scaling: [(&str, &str, &str, u64); 10] = [
+        let scaling: [(&str, &str, &str, u64); 11] = [
             (
                 "revurb_cluster_nodes",
                 "gauge",
                 "Live nodes of the cluster, this one included.",
-                nodes,
+                nodes.0,
+            ),
+            (
+                "revurb_cluster_deaf",
+                "gauge",
+                "1 while this node's own messages do not come back from Redis (it drops no node meanwhile).",
+                u64::from(nodes.1),
             ),
             (
                 "revurb_redis_connected",

@@ -264,8 +264,14 @@ fn cluster_a_redis_stalled_past_node_timeout_drops_no_node() {
     // arrives: without their own messages coming back the nodes would take
     // each other for dead and remove each other's members
     let redis = start_redis();
+    let port = free_port();
+    let port_text = port.to_string();
     let env = [("REVERB_SCALING_NODE_TIMEOUT", "2")];
-    let nodes = vec![start_node(&redis, &env), start_node(&redis, &env)];
+    let with_metrics = [
+        ("REVERB_SCALING_NODE_TIMEOUT", "2"),
+        ("REVERB_METRICS_PORT", port_text.as_str()),
+    ];
+    let nodes = vec![start_node(&redis, &with_metrics), start_node(&redis, &env)];
     form_cluster(&nodes);
     let (a, b) = (&nodes[0], &nodes[1]);
     let room = "presence-stall";
@@ -277,6 +283,7 @@ fn cluster_a_redis_stalled_past_node_timeout_drops_no_node() {
     expect_member_added(&mut one, room, 2, "Two");
     wait_users_everywhere(&nodes, room, &[1, 2], SYNC_DEADLINE);
     let logs: Vec<usize> = nodes.iter().map(|n| n.stderr_text().len()).collect();
+    assert_eq!(metric(&metrics(a, port), "revurb_cluster_deaf"), Some(0));
 
     redis.freeze(true);
     for (node, &off) in nodes.iter().zip(&logs) {
@@ -287,6 +294,9 @@ fn cluster_a_redis_stalled_past_node_timeout_drops_no_node() {
             Duration::from_secs(4),
         );
     }
+    let text = metrics(a, port);
+    assert_eq!(metric(&text, "revurb_cluster_deaf"), Some(1), "{text}");
+    assert_eq!(metric(&text, "revurb_cluster_nodes"), Some(2), "{text}");
     // past node_timeout and then some: still nobody leaves
     one.expect_silence(Duration::from_millis(2500));
     two.expect_silence(SILENCE);
@@ -302,6 +312,7 @@ fn cluster_a_redis_stalled_past_node_timeout_drops_no_node() {
     one.expect_silence(SILENCE);
     two.expect_silence(SILENCE);
     wait_users_everywhere(&nodes, room, &[1, 2], SYNC_DEADLINE);
+    assert_eq!(metric(&metrics(a, port), "revurb_cluster_deaf"), Some(0));
     for (node, &off) in nodes.iter().zip(&logs) {
         let log = stderr_since(node, off);
         assert!(!log.contains("silent for"), "{}: {log}", node.addr());
