@@ -97,7 +97,7 @@ bench:
 	  echo "Server: \`revurb start\` with the dev app, spawned by the generator; \`--server-cpu 0 --cpu 1\` pin the server (taskset) and the generator to one CPU each."; \
 	  echo; ./target/release/loadgen table < benches/results.jsonl; \
 	  if [ -f benches/instructions.md ]; then echo; cat benches/instructions.md; fi; \
-	  for f in benches/memory.md benches/webhooks.md benches/counts.md benches/soak.md; do \
+	  for f in benches/memory.md benches/webhooks.md benches/counts.md benches/soak.md benches/upgrade.md; do \
 	    if [ -f $$f ]; then echo; cat $$f; fi; done; } > benches/RESULTS.md
 	@cat benches/RESULTS.md
 

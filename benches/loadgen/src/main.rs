@@ -103,7 +103,7 @@ options:
                        request's signature is wrong or (clientevents) a client event's
                        webhook is missing
   --webhook-batching   the receiver's webhook batches (20 events or 250 ms a request)
-  --tls                conns and fanout: every connection (clients and publishers) speaks
+  --tls                conns, fanout, upgrade: every connection (clients and publishers) speaks
                        TLS (rustls, no session resumption); with --spawn the generator makes
                        a self-signed certificate for localhost and gives the server
                        REVERB_TLS_CERT and REVERB_TLS_KEY; conns reports handshakes per
@@ -352,8 +352,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     if o.url.is_some() == o.spawn.is_some() {
         return Err("give exactly one of --url and --spawn".into());
     }
-    if o.tls && o.mode != "conns" && o.mode != "fanout" {
-        return Err("--tls is for conns and fanout".into());
+    if o.tls && !matches!(o.mode.as_str(), "conns" | "fanout" | "upgrade") {
+        return Err("--tls is for conns, fanout and upgrade".into());
     }
     if o.ca.is_some() && !o.tls {
         return Err("--ca needs --tls".into());
@@ -894,6 +894,7 @@ fn mode_upgrade(r: &Run, addr: SocketAddr) -> Result<Value, String> {
     let still = b.subscribed().0;
     Ok(json!({
         "ok": ready && loss["lost"] == 0 && loss["duplicates"] == 0 && still == subscribed,
+        "tls": o.tls,
         "subscribers": subscribed,
         "subscribers_dropped": subscribed - still,
         "channels": o.channels,
