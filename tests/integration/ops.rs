@@ -27,12 +27,15 @@ struct TlsClient {
     buf: Vec<u8>,
 }
 
-fn client_config(cert: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+fn client_config(
+    cert: &CertificateDer<'static>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.clone()).expect("add the test certificate");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .expect("protocol versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -42,23 +45,28 @@ fn client_config(cert: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
 impl TlsClient {
     /// Connect and finish the TLS handshake (bounded by [`READ_TIMEOUT`]).
     fn connect(addr: SocketAddr, cert: &CertificateDer<'static>) -> TlsClient {
+        let c = Self::connect_with(addr, client_config(cert, rustls::DEFAULT_VERSIONS));
+        assert_eq!(
+            c.tls.conn.alpn_protocol(),
+            None,
+            "no ALPN was offered, none must be chosen"
+        );
+        c
+    }
+
+    fn connect_with(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> TlsClient {
         let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
         sock.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         sock.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
         sock.set_nodelay(true).unwrap();
         let name = ServerName::try_from("localhost").unwrap();
-        let conn = rustls::ClientConnection::new(client_config(cert), name).expect("client");
+        let conn = rustls::ClientConnection::new(cfg, name).expect("client");
         let mut tls = rustls::StreamOwned::new(conn, sock);
         while tls.conn.is_handshaking() {
             tls.conn
                 .complete_io(&mut tls.sock)
                 .expect("TLS handshake with revurb");
         }
-        assert_eq!(
-            tls.conn.alpn_protocol(),
-            None,
-            "no ALPN was offered, none must be chosen"
-        );
         TlsClient {
             tls,
             buf: Vec::new(),
@@ -67,33 +75,12 @@ impl TlsClient {
 
     /// Connect with TLS 1.2 only.
     fn connect_tls12(addr: SocketAddr, cert: &CertificateDer<'static>) -> TlsClient {
-        let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-        sock.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        sock.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert.clone()).expect("add the test certificate");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .expect("TLS 1.2")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = ServerName::try_from("localhost").unwrap();
-        let conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("client");
-        let mut tls = rustls::StreamOwned::new(conn, sock);
-        while tls.conn.is_handshaking() {
-            tls.conn
-                .complete_io(&mut tls.sock)
-                .expect("TLS 1.2 handshake with revurb");
-        }
+        let c = Self::connect_with(addr, client_config(cert, &[&rustls::version::TLS12]));
         assert_eq!(
-            tls.conn.protocol_version(),
+            c.tls.conn.protocol_version(),
             Some(rustls::ProtocolVersion::TLSv1_2)
         );
-        TlsClient {
-            tls,
-            buf: Vec::new(),
-        }
+        c
     }
 
     fn send(&mut self, bytes: &[u8]) {

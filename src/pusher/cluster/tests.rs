@@ -77,6 +77,18 @@ fn observers(sim: &mut Sim) {
     }
 }
 
+/// Three nodes with their observers, and user 9 also in ROOM on B (B/21);
+/// everything so far delivered and drained.
+fn observed_with_nine_on_b() -> Sim {
+    let mut sim = Sim::cluster(3);
+    observers(&mut sim);
+    sim.connect((B, 21));
+    sim.join((B, 21), ROOM, Some(&member("9", "Nine")));
+    sim.pump();
+    sim.drain();
+    sim
+}
+
 // ---- 1. API events -------------------------------------------------------------
 
 #[test]
@@ -631,12 +643,7 @@ fn the_backlog_gate_opens_when_every_known_node_spoke_or_at_the_deadline() {
 
 #[test]
 fn a_partitioned_node_is_dropped_then_restored_when_heard_again() {
-    let mut sim = Sim::cluster(3);
-    observers(&mut sim);
-    sim.connect((B, 21));
-    sim.join((B, 21), ROOM, Some(&member("9", "Nine")));
-    sim.pump();
-    sim.drain();
+    let mut sim = observed_with_nine_on_b();
 
     // B is cut off without knowing it; A and C, who still hear themselves,
     // give up on B at 4 s. B hears not even its own messages: it is deaf,
@@ -698,12 +705,7 @@ fn a_partitioned_node_is_dropped_then_restored_when_heard_again() {
 
 #[test]
 fn a_bus_that_stops_delivering_to_everyone_drops_nobody() {
-    let mut sim = Sim::cluster(3);
-    observers(&mut sim);
-    sim.connect((B, 21));
-    sim.join((B, 21), ROOM, Some(&member("9", "Nine")));
-    sim.pump();
-    sim.drain();
+    let mut sim = observed_with_nine_on_b();
     // Redis (or a proxy before it) stalls: every link stays up, nothing is
     // delivered, not even a node's own messages
     for n in [A, B, C] {
@@ -1576,12 +1578,7 @@ fn resubscribing_as_the_same_user_updates_user_info_everywhere() {
 
 #[test]
 fn a_node_shutting_down_removes_its_members_at_once() {
-    let mut sim = Sim::cluster(3);
-    observers(&mut sim);
-    sim.connect((B, 21));
-    sim.join((B, 21), ROOM, Some(&member("9", "Nine")));
-    sim.pump();
-    sim.drain();
+    let mut sim = observed_with_nine_on_b();
 
     let now = sim.now;
     sim.hub(B).shutdown(now);
@@ -1608,12 +1605,7 @@ fn a_node_shutting_down_removes_its_members_at_once() {
 
 #[test]
 fn a_node_that_says_goodbye_is_forgotten_at_once() {
-    let mut sim = Sim::cluster(3);
-    observers(&mut sim);
-    sim.connect((B, 21));
-    sim.join((B, 21), ROOM, Some(&member("9", "Nine")));
-    sim.pump();
-    sim.drain();
+    let mut sim = observed_with_nine_on_b();
     assert_eq!(sim.nodes[A].hub.cluster_nodes(), 3);
 
     let now = sim.now;
