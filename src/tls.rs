@@ -113,6 +113,15 @@ pub fn client_config() -> Result<Arc<rustls::ClientConfig>, String> {
     client_config_with_roots(roots, &[])
 }
 
+/// The `rediss://` configuration with secret extraction on: for the
+/// subscriber connection an upgrade hands over, whose TLS 1.3 traffic keys
+/// go to the new binary (see `event_loop::upgrade`).
+pub fn client_config_for_handover() -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut cfg = (*client_config()?).clone();
+    cfg.enable_secret_extraction = true;
+    Ok(Arc::new(cfg))
+}
+
 /// The rustls client configuration for `https://` webhooks: the roots of
 /// [`ca_roots`], ALPN `http/1.1`. The error says why https is unavailable.
 pub fn webhook_client_config() -> Result<Arc<rustls::ClientConfig>, String> {

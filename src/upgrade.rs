@@ -76,9 +76,10 @@ pub struct Handover {
     pub metrics_listener: Option<i32>,
     pub conns: Vec<ConnHandover>,
     pub hub: HubState,
-    /// With scaling over plain Redis: a subscriber connection the old image
-    /// opened and subscribed just before the exec, so that nothing the
-    /// other nodes publish during the switch is missed.
+    /// With scaling: a subscriber connection the old image opened and
+    /// subscribed just before the exec (over `rediss://` with its TLS 1.3
+    /// record layer), so that nothing the other nodes publish during the
+    /// switch is missed.
     #[serde(default)]
     pub redis: Option<RedisHandover>,
     /// With scaling: the durable publishes not known to have reached Redis
@@ -99,6 +100,10 @@ pub struct RedisHandover {
     pub unread: String,
     /// Messages it received after subscribing, each hex.
     pub messages: Vec<String>,
+    /// Over `rediss://`: the TLS 1.3 record layer of the connection (the
+    /// bytes above are plaintext then).
+    #[serde(default)]
+    pub tls: Option<crate::tls_record::RecordsExport>,
 }
 
 /// One plain (not TLS) connection.
@@ -423,6 +428,7 @@ mod tests {
                 fd: 9,
                 unread: hex::encode(b"*3\r\n"),
                 messages: vec![hex::encode(b"{}")],
+                tls: None,
             }),
             publishes: vec![hex::encode(br#"{"v":1,"node":"n","seq":3}"#)],
             webhooks: vec![crate::webhook::dispatch::HookExport {

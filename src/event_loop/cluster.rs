@@ -148,8 +148,9 @@ impl Scaling {
         registry: &mio::Registry,
         unread: Vec<u8>,
         messages: Vec<Vec<u8>>,
+        tls: Option<&crate::tls_record::RecordsExport>,
     ) -> io::Result<()> {
-        self.sub.adopt(now, sock, registry, unread, messages)
+        self.sub.adopt(now, sock, registry, unread, messages, tls)
     }
 
     /// `revurb upgrade`, the old image: read what the subscriber socket

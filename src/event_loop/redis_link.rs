@@ -15,6 +15,7 @@ use rustls::pki_types::ServerName;
 
 use crate::redis::Target;
 use crate::redis::client::{Client, Event, Role};
+use crate::tls_record::{Records, RecordsExport};
 use crate::{log_debug, log_info, log_warn};
 
 /// Bytes read from Redis per call.
@@ -22,13 +23,20 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Bytes read from Redis per loop turn before the clients get their go.
 const READ_BUDGET: usize = 1024 * 1024;
 
+/// TLS to Redis: rustls, or, for a subscriber an upgrade handed over, the
+/// TLS 1.3 record layer the previous image extracted from its session.
+enum LinkTls {
+    Session(Box<rustls::ClientConnection>),
+    Records(Box<Records>),
+}
+
 pub struct Link {
     pub client: Client,
     token: Token,
     target: Target,
     tls_config: Option<Arc<rustls::ClientConfig>>,
     sock: Option<TcpStream>,
-    tls: Option<Box<rustls::ClientConnection>>,
+    tls: Option<LinkTls>,
     tcp_up: bool,
     /// When the current outage began (`None` while up or before the first connect).
     outage_since: Option<u64>,
@@ -63,8 +71,9 @@ impl Link {
         }
     }
 
-    /// Take over a plain subscriber connection the previous process image
-    /// set up (`revurb upgrade`); see [`Client::adopt_ready`].
+    /// Take over a subscriber connection the previous process image set up
+    /// (`revurb upgrade`), plain or with its TLS 1.3 record layer; see
+    /// [`Client::adopt_ready`].
     pub fn adopt(
         &mut self,
         now: u64,
@@ -72,14 +81,21 @@ impl Link {
         registry: &Registry,
         unread: Vec<u8>,
         messages: Vec<Vec<u8>>,
+        tls: Option<&RecordsExport>,
     ) -> io::Result<()> {
+        let tls = match tls {
+            Some(x) => Some(LinkTls::Records(Box::new(
+                Records::import(x).map_err(io::Error::other)?,
+            ))),
+            None => None,
+        };
         registry.register(
             &mut sock,
             self.token,
             Interest::READABLE | Interest::WRITABLE,
         )?;
         self.sock = Some(sock);
-        self.tls = None;
+        self.tls = tls;
         self.tcp_up = true;
         self.ever_up = true;
         self.outage_since = None;
@@ -140,7 +156,8 @@ impl Link {
                 Err(e) => return self.fail(now, &e, registry),
             }
         }
-        if (readable || self.tls.as_ref().is_some_and(|t| t.wants_read()))
+        let rustls_wants = matches!(&self.tls, Some(LinkTls::Session(t)) if t.wants_read());
+        if (readable || rustls_wants)
             && let Err(e) = self.read(now)
         {
             return self.fail(now, &e, registry);
@@ -169,7 +186,7 @@ impl Link {
             })?;
             let conn = rustls::ClientConnection::new(cfg.clone(), name)
                 .map_err(|e| format!("TLS setup: {e}"))?;
-            self.tls = Some(Box::new(conn));
+            self.tls = Some(LinkTls::Session(Box::new(conn)));
         } else {
             self.client.connected(now);
         }
@@ -190,6 +207,18 @@ impl Link {
                 return Ok(());
             };
             let n = match &mut self.tls {
+                Some(LinkTls::Records(r)) => {
+                    let n = match read_records(r, sock)? {
+                        Some(plain) => {
+                            self.client.received(now, &plain).map_err(|e| e.0)?;
+                            plain.len().max(1)
+                        }
+                        None => return Ok(()),
+                    };
+                    budget = budget.saturating_sub(n);
+                    self.bytes_in += n as u64;
+                    continue;
+                }
                 None => match sock.read(&mut buf) {
                     Ok(0) => return Err("Redis closed the connection".into()),
                     Ok(n) => n,
@@ -198,7 +227,7 @@ impl Link {
                     Err(e) => return Err(format!("read: {e}")),
                 },
                 // plaintext rustls already holds first, then more records
-                Some(tls) => match tls.reader().read(&mut buf) {
+                Some(LinkTls::Session(tls)) => match tls.reader().read(&mut buf) {
                     Ok(0) => return Err("Redis closed the TLS session".into()),
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -252,7 +281,26 @@ impl Link {
                     }
                 }
             }
-            Some(tls) => {
+            Some(LinkTls::Records(r)) => loop {
+                if r.unsent().is_empty() {
+                    let out = self.client.output();
+                    if out.is_empty() {
+                        break;
+                    }
+                    let n = out.len().min(crate::tls_record::MAX_PLAINTEXT * 4);
+                    r.seal(&out[..n])
+                        .map_err(|e| format!("TLS with Redis failed: {e}"))?;
+                    self.client.wrote(n);
+                }
+                match sock.write(r.unsent()) {
+                    Ok(0) => return Err("write returned 0".into()),
+                    Ok(n) => r.sent(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(format!("write: {e}")),
+                }
+            },
+            Some(LinkTls::Session(tls)) => {
                 if !tls.is_handshaking() && !self.client.output().is_empty() {
                     let n = tls
                         .writer()
@@ -334,6 +382,39 @@ impl Link {
         }
         Some(e)
     }
+}
+
+/// One read with the record layer: the incomplete record kept from the
+/// last read, then what the socket has; whole records are opened and the
+/// plaintext returned (`None`: nothing more for now). An incomplete record
+/// is kept again.
+fn read_records(r: &mut Records, sock: &mut TcpStream) -> Result<Option<Vec<u8>>, String> {
+    let mut buf = std::mem::take(&mut r.partial);
+    let have = buf.len();
+    buf.resize(have + READ_CHUNK, 0);
+    let n = loop {
+        match sock.read(&mut buf[have..]) {
+            Ok(0) => return Err("Redis closed the connection".into()),
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                buf.truncate(have);
+                r.partial = buf;
+                return Ok(None);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    };
+    buf.truncate(have + n);
+    let opened = r
+        .open(&mut buf)
+        .map_err(|e| format!("TLS with Redis failed: {e}"))?;
+    if opened.closed {
+        return Err("Redis closed the TLS session".into());
+    }
+    r.partial = buf[opened.consumed..].to_vec();
+    buf.truncate(opened.plain);
+    Ok(Some(buf))
 }
 
 fn resolve(t: &Target) -> Result<SocketAddr, String> {

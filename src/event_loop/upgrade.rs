@@ -326,13 +326,12 @@ impl Server {
         if let Some(sc) = self.scaling.as_ref() {
             handover.publishes = sc.held_publishes().iter().map(hex::encode).collect();
         }
-        handover.redis = bridge
-            .as_ref()
-            .map(|(sock, unread, messages)| RedisHandover {
-                fd: sock.as_raw_fd(),
-                unread: hex::encode(unread),
-                messages: messages.iter().map(hex::encode).collect(),
-            });
+        handover.redis = bridge.as_ref().map(|b| RedisHandover {
+            fd: b.tcp.as_raw_fd(),
+            unread: hex::encode(&b.unread),
+            messages: b.messages.iter().map(hex::encode).collect(),
+            tls: b.tls.clone(),
+        });
         let state = format::state_path();
         if let Err(e) = format::write_state(&state, &handover) {
             self.upgrade_failed(&e);
@@ -379,19 +378,18 @@ impl Server {
         }
     }
 
-    /// With scaling over plain Redis, a new subscriber connection, set up
-    /// with blocking calls bounded by [`BRIDGE_TIMEOUT`] (the loop waits:
-    /// one round trip or two to Redis, at the switch): the socket, the
-    /// bytes of an incomplete reply, and the messages it received after
-    /// subscribing. `None` without scaling or with TLS to Redis.
-    #[allow(clippy::type_complexity)]
-    fn redis_bridge(&self) -> Result<Option<(std::net::TcpStream, Vec<u8>, Vec<Vec<u8>>)>, String> {
+    /// With scaling, a new subscriber connection, set up with blocking
+    /// calls bounded by [`BRIDGE_TIMEOUT`] (the loop waits: one round trip
+    /// or two to Redis, at the switch): the socket, the bytes of an
+    /// incomplete reply, the messages it received after subscribing, and
+    /// over `rediss://` its TLS 1.3 record layer. `None` without scaling.
+    fn redis_bridge(&self) -> Result<Option<Bridge>, String> {
         use std::io::{Read, Write};
         use std::net::ToSocketAddrs;
         let Some(sc) = self.cfg.scaling.as_ref() else {
             return Ok(None);
         };
-        if sc.redis.tls || self.scaling.is_none() {
+        if self.scaling.is_none() {
             return Ok(None);
         }
         let target = &sc.redis;
@@ -406,6 +404,11 @@ impl Server {
         tcp.set_read_timeout(Some(BRIDGE_TIMEOUT))
             .and_then(|_| tcp.set_write_timeout(Some(BRIDGE_TIMEOUT)))
             .map_err(|e| e.to_string())?;
+        let mut tls = if target.tls {
+            Some(BridgeTls::handshake(&mut tcp, &target.host)?)
+        } else {
+            None
+        };
         let mut c = RedisClient::new(RedisRole::Subscriber, target, &sc.channel);
         c.connecting(0);
         c.connected(0);
@@ -415,8 +418,12 @@ impl Server {
         let mut buf = [0u8; 16 * 1024];
         loop {
             if !c.output().is_empty() {
-                tcp.write_all(c.output())
-                    .map_err(|e| format!("write: {e}"))?;
+                match tls.as_mut() {
+                    Some(t) => t.write_all(&mut tcp, c.output())?,
+                    None => tcp
+                        .write_all(c.output())
+                        .map_err(|e| format!("write: {e}"))?,
+                }
                 let n = c.output().len();
                 c.wrote(n);
             }
@@ -428,16 +435,31 @@ impl Server {
                 }
             }
             if ready {
-                return Ok(Some((tcp, c.unread().to_vec(), messages)));
+                let records = match tls {
+                    Some(t) => Some(t.into_records(&mut c, &mut messages)?),
+                    None => None,
+                };
+                return Ok(Some(Bridge {
+                    tcp,
+                    unread: c.unread().to_vec(),
+                    messages,
+                    tls: records,
+                }));
             }
             if Instant::now() > deadline {
                 return Err("Redis did not confirm the subscription in time".into());
             }
-            let n = tcp.read(&mut buf).map_err(|e| format!("read: {e}"))?;
-            if n == 0 {
-                return Err("Redis closed the connection".into());
-            }
-            c.received(0, &buf[..n]).map_err(|e| e.0)?;
+            let plain = match tls.as_mut() {
+                Some(t) => t.read(&mut tcp)?,
+                None => {
+                    let n = tcp.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+                    if n == 0 {
+                        return Err("Redis closed the connection".into());
+                    }
+                    buf[..n].to_vec()
+                }
+            };
+            c.received(0, &plain).map_err(|e| e.0)?;
         }
     }
 
@@ -565,7 +587,12 @@ pub fn resume(cfg: Config, flags: Flags, path: &std::path::Path) -> io::Result<S
             Ok(s) => {
                 let unhex = |t: &str| hex::decode(t).unwrap_or_default();
                 let messages = r.messages.iter().map(|m| unhex(m)).collect();
-                Some((TcpStream::from_std(s), unhex(&r.unread), messages))
+                Some((
+                    TcpStream::from_std(s),
+                    unhex(&r.unread),
+                    messages,
+                    r.tls.clone(),
+                ))
             }
             Err(e) => {
                 log_warn!("upgrade: the Redis subscriber was not taken over: {e}");
@@ -596,8 +623,15 @@ pub fn resume(cfg: Config, flags: Flags, path: &std::path::Path) -> io::Result<S
         node,
     )?;
     let now = server.now();
-    if let (Some((sock, unread, messages)), Some(sc)) = (redis, server.scaling.as_mut())
-        && let Err(e) = sc.adopt_subscriber(now, sock, server.poll.registry(), unread, messages)
+    if let (Some((sock, unread, messages, tls)), Some(sc)) = (redis, server.scaling.as_mut())
+        && let Err(e) = sc.adopt_subscriber(
+            now,
+            sock,
+            server.poll.registry(),
+            unread,
+            messages,
+            tls.as_ref(),
+        )
     {
         log_warn!("upgrade: the Redis subscriber was not taken over: {e}");
     }
@@ -748,5 +782,136 @@ impl Server {
                 let _ = self.poll.registry().deregister(&mut conn.stream);
             }
         }
+    }
+}
+
+/// The subscriber connection an upgrade hands over (see
+/// [`Server::redis_bridge`]).
+struct Bridge {
+    tcp: std::net::TcpStream,
+    unread: Vec<u8>,
+    messages: Vec<Vec<u8>>,
+    tls: Option<crate::tls_record::RecordsExport>,
+}
+
+/// The bridge's TLS over a blocking socket. rustls is only ever given
+/// whole records, so that once the subscription is confirmed no partial
+/// record is left inside it and its traffic keys and sequence numbers are
+/// all the new binary needs to go on ([`BridgeTls::into_records`]).
+struct BridgeTls {
+    conn: rustls::ClientConnection,
+}
+
+impl BridgeTls {
+    fn handshake(tcp: &mut std::net::TcpStream, host: &str) -> Result<BridgeTls, String> {
+        let cfg = crate::tls::client_config_for_handover()?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| format!("{host:?} is not a valid TLS server name: {e}"))?;
+        let conn =
+            rustls::ClientConnection::new(cfg, name).map_err(|e| format!("TLS setup: {e}"))?;
+        let mut t = BridgeTls { conn };
+        while t.conn.is_handshaking() {
+            t.flush(tcp)?;
+            if t.conn.is_handshaking() {
+                t.feed_record(tcp)?;
+            }
+        }
+        t.flush(tcp)?;
+        if t.conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+            return Err("Redis negotiated TLS 1.2, whose session cannot be handed over".into());
+        }
+        Ok(t)
+    }
+
+    fn flush(&mut self, tcp: &mut std::net::TcpStream) -> Result<(), String> {
+        while self.conn.wants_write() {
+            self.conn
+                .write_tls(tcp)
+                .map_err(|e| format!("TLS write: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Read exactly one record from the socket and give it to rustls.
+    fn feed_record(&mut self, tcp: &mut std::net::TcpStream) -> Result<(), String> {
+        use std::io::Read;
+        let mut header = [0u8; crate::tls_record::HEADER];
+        tcp.read_exact(&mut header)
+            .map_err(|e| format!("read: {e}"))?;
+        let len = u16::from_be_bytes([header[3], header[4]]) as usize;
+        if crate::tls_record::HEADER + len > crate::tls_record::MAX_RECORD {
+            return Err("malformed TLS record from Redis".into());
+        }
+        let mut record = header.to_vec();
+        record.resize(crate::tls_record::HEADER + len, 0);
+        tcp.read_exact(&mut record[crate::tls_record::HEADER..])
+            .map_err(|e| format!("read: {e}"))?;
+        let mut rd = &record[..];
+        while !rd.is_empty() {
+            self.conn
+                .read_tls(&mut rd)
+                .map_err(|e| format!("TLS read: {e}"))?;
+        }
+        self.conn
+            .process_new_packets()
+            .map_err(|e| format!("TLS with Redis failed: {e}"))?;
+        Ok(())
+    }
+
+    fn write_all(&mut self, tcp: &mut std::net::TcpStream, bytes: &[u8]) -> Result<(), String> {
+        use std::io::Write;
+        self.conn
+            .writer()
+            .write_all(bytes)
+            .map_err(|e| format!("TLS write: {e}"))?;
+        self.flush(tcp)
+    }
+
+    /// The plaintext of the next record (empty for a record without any).
+    fn read(&mut self, tcp: &mut std::net::TcpStream) -> Result<Vec<u8>, String> {
+        use std::io::Read;
+        self.feed_record(tcp)?;
+        let mut plain = Vec::new();
+        match self.conn.reader().read_to_end(&mut plain) {
+            Ok(_) => return Err("Redis closed the TLS session".into()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("TLS read: {e}")),
+        }
+        Ok(plain)
+    }
+
+    /// Hand the session's keys over: what rustls still holds as plaintext
+    /// goes to the client first (and so to `messages`), then the record
+    /// layer is exported.
+    fn into_records(
+        mut self,
+        c: &mut RedisClient,
+        messages: &mut Vec<Vec<u8>>,
+    ) -> Result<crate::tls_record::RecordsExport, String> {
+        use std::io::Read;
+        let mut plain = Vec::new();
+        match self.conn.reader().read_to_end(&mut plain) {
+            Ok(_) => return Err("Redis closed the TLS session".into()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("TLS read: {e}")),
+        }
+        if !plain.is_empty() {
+            c.received(0, &plain).map_err(|e| e.0)?;
+            while let Some(e) = c.poll_event() {
+                if let RedisEvent::Message(m) = e {
+                    messages.push(m);
+                }
+            }
+        }
+        if self.conn.wants_write() {
+            return Err("the TLS session has more to send".into());
+        }
+        let secrets = self
+            .conn
+            .dangerous_extract_secrets()
+            .map_err(|e| format!("cannot take the TLS keys: {e}"))?;
+        let records = crate::tls_record::Records::new(secrets)
+            .map_err(|e| format!("cannot take the TLS keys: {e}"))?;
+        Ok(records.export())
     }
 }
