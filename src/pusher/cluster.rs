@@ -87,7 +87,7 @@
 //! node that had dropped it (it was cut off alone, or stalled alone) hears
 //! the heartbeat from a node it does not know and answers with a `want`;
 //! that tells the node it was dropped, and only then do its webhooks settle
-//! again as after a long link outage ([`Hub::hooks_link`]). Deafness alone
+//! again as after a long link outage (`Hub::hooks_link`). Deafness alone
 //! does not mute its webhooks: in a stall everything published arrives late,
 //! not lost, and nobody reports its channels. Where Redis never hands a node
 //! its own messages back, the check never starts.
