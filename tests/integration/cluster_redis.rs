@@ -9,10 +9,10 @@ use std::time::Duration;
 use crate::cluster_support::{
     SILENCE, SYNC_DEADLINE, close_ws, event_text, expect_member_added,
     expect_member_removed_within, expect_once, expect_text_within, form_cluster, join_presence,
-    start_node, start_redis, start_redis_with, stderr_since, wait_connections_everywhere,
-    wait_stderr, wait_users_everywhere,
+    start_node, start_redis, stderr_since, wait_connections_everywhere, wait_stderr,
+    wait_users_everywhere,
 };
-use crate::support::{APP_ENV, Server, TempDir, Ws, free_port, run_binary_in, test_ca, wait_until};
+use crate::support::{APP_ENV, Server, TempDir, Ws, free_port, run_binary_in, wait_until};
 
 const RECONNECT_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -22,17 +22,6 @@ fn subscriber(node: &Server, channel: &str) -> Ws {
     ws
 }
 
-/// A CA and a `localhost` certificate it signed, as PEM files in `dir`:
-/// (ca.pem, cert.pem, key.pem).
-fn certificates(dir: &TempDir) -> (String, String, String) {
-    let ca = test_ca();
-    (
-        dir.write("ca.pem", &ca.ca_pem),
-        dir.write("cert.pem", &ca.cert_pem),
-        dir.write("key.pem", &ca.key_pem),
-    )
-}
-
 #[test]
 #[cfg_attr(
     no_redis,
@@ -40,25 +29,7 @@ fn certificates(dir: &TempDir) -> (String, String, String) {
 )]
 fn cluster_over_tls_with_a_rediss_url() {
     let dir = TempDir::new("redis-tls");
-    let (ca, cert, key) = certificates(&dir);
-    let tls_port = free_port();
-    let args = [
-        "--tls-port",
-        &tls_port.to_string(),
-        "--tls-cert-file",
-        &cert,
-        "--tls-key-file",
-        &key,
-        "--tls-ca-cert-file",
-        &ca,
-        "--tls-auth-clients",
-        "no",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let redis = start_redis_with(args);
-    let url = format!("rediss://localhost:{tls_port}/0");
+    let (redis, url, ca) = crate::cluster_support::start_redis_tls(&dir);
     let env = [("REDIS_URL", url.as_str()), ("SSL_CERT_FILE", ca.as_str())];
     let nodes = vec![start_node(&redis, &env), start_node(&redis, &env)];
     form_cluster(&nodes);

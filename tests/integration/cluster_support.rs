@@ -66,6 +66,36 @@ pub fn start_redis_with(extra: Vec<String>) -> Redis {
     Redis::start_with(extra)
 }
 
+/// A `redis-server` that also listens for TLS, with a `localhost`
+/// certificate from a private CA written to `dir`: the server, its
+/// `rediss://localhost:PORT/0` URL and the CA file (for `SSL_CERT_FILE`).
+pub fn start_redis_tls(dir: &TempDir) -> (Redis, String, String) {
+    let ca = crate::support::test_ca();
+    let (ca_file, cert, key) = (
+        dir.write("ca.pem", &ca.ca_pem),
+        dir.write("cert.pem", &ca.cert_pem),
+        dir.write("key.pem", &ca.key_pem),
+    );
+    let tls_port = free_port();
+    let args = [
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca_file,
+        "--tls-auth-clients",
+        "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let redis = start_redis_with(args);
+    (redis, format!("rediss://localhost:{tls_port}/0"), ca_file)
+}
+
 /// A `redis-server` on 127.0.0.1 and a free port, persistence off, killed on
 /// drop. Its log is printed when a test fails.
 pub struct Redis {

@@ -442,30 +442,7 @@ fn events_the_other_node_publishes_during_the_switch_all_arrive_once() {
 )]
 fn over_rediss_the_subscriber_and_its_tls_keys_are_handed_over() {
     let dir = TempDir::new("upgrade-rediss");
-    let ca = test_ca();
-    let (ca_file, cert, key) = (
-        dir.write("ca.pem", &ca.ca_pem),
-        dir.write("cert.pem", &ca.cert_pem),
-        dir.write("key.pem", &ca.key_pem),
-    );
-    let tls_port = free_port();
-    let args = [
-        "--tls-port",
-        &tls_port.to_string(),
-        "--tls-cert-file",
-        &cert,
-        "--tls-key-file",
-        &key,
-        "--tls-ca-cert-file",
-        &ca_file,
-        "--tls-auth-clients",
-        "no",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let redis = crate::cluster_support::start_redis_with(args);
-    let url = format!("rediss://localhost:{tls_port}/0");
+    let (redis, url, ca_file) = crate::cluster_support::start_redis_tls(&dir);
     let env = [
         ("REDIS_URL", url.as_str()),
         ("SSL_CERT_FILE", ca_file.as_str()),
