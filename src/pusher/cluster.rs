@@ -1260,7 +1260,7 @@ impl Hub {
         {
             c.deaf_since = Some(echo);
             crate::log_warn!(
-                "cluster: none of this node's messages came back from Redis for {} ms; dropping no node until they do (is Redis, or a proxy before it, stalled?)",
+                "cluster: none of this node's messages came back from Redis for {} ms; dropping no node until they do (is Redis, a proxy before it, or this process stalled?)",
                 now - echo
             );
             return;

@@ -746,6 +746,43 @@ fn a_bus_that_stops_delivering_to_everyone_drops_nobody() {
 }
 
 #[test]
+fn a_node_stalled_past_the_timeout_drops_nobody_when_it_wakes() {
+    let mut sim = observed_with_nine_on_b();
+    // A's process stops (a stall, a paused VM); the others, who still hear
+    // themselves, drop it and its member 100
+    let t0 = sim.now;
+    sim.nodes[A].running = false;
+    sim.advance_to(t0 + 3 * TIMEOUT);
+    let mut want = vec![
+        o((B, 20), &removed(ROOM, "100")),
+        o((B, 21), &removed(ROOM, "100")),
+        o((C, 30), &removed(ROOM, "100")),
+    ];
+    want.sort();
+    assert_eq!(sim.drain_sorted(), want);
+    // A wakes with every deadline long past: it has heard nothing, not even
+    // itself, so it is deaf and drops nobody; its clients hear nothing
+    sim.nodes[A].running = true;
+    let woke = sim.now + 1;
+    sim.advance_to(woke);
+    assert!(!sim.hub(A).cluster_deaf(), "its own heartbeat came back");
+    sim.advance_to(woke + 2 * TIMEOUT);
+    let out = sim.drain();
+    assert_eq!(only(&out, (A, 10)), Vec::<String>::new(), "{out:?}");
+    // the others hear A again: its member is back, once
+    for at in [(B, 20), (B, 21), (C, 30)] {
+        assert_eq!(
+            only(&out, at),
+            vec![added(ROOM, &member("100", "obs"))],
+            "{at:?}: {out:?}"
+        );
+    }
+    for node in [A, B, C] {
+        assert_eq!(sim.nodes[node].hub.cluster_nodes(), 3);
+    }
+}
+
+#[test]
 fn without_an_echo_from_redis_a_silent_node_is_still_dropped() {
     let mut sim = Sim::cluster(2);
     // Redis that never hands a node its own messages, from the link's start
