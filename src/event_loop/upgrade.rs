@@ -657,6 +657,12 @@ pub fn resume(cfg: Config, flags: Flags, path: &std::path::Path) -> io::Result<S
     server.conns.rebuild_free();
     let t_register = t1.elapsed();
     let t2 = Instant::now();
+    let in_hub: Vec<ConnId> = h
+        .hub
+        .conns
+        .iter()
+        .map(|c| ConnId::new(c.slot, c.generation))
+        .collect();
     let imported = server.hub.import(now, h.hub).map_err(io::Error::other)?;
     log_debug!(
         "upgrade: read and adopted in {} ms, registered in {} ms, hub imported in {} ms",
@@ -678,6 +684,13 @@ pub fn resume(cfg: Config, flags: Flags, path: &std::path::Path) -> io::Result<S
                 PusherError::Shutdown.message(),
                 now,
             );
+        }
+    }
+    // and a connection the loop could not take back (its descriptor or its
+    // TLS keys) is gone: the hub lets it go as any closed connection
+    for id in in_hub {
+        if server.hub.is_open(id) && server.conns.get(id).is_none() {
+            server.hub.close(now, id);
         }
     }
     if !imported.orphans.is_empty() {
