@@ -19,15 +19,6 @@ const A: usize = 0;
 const B: usize = 1;
 const C: usize = 2;
 
-fn signin_msg(sid: &str, user_data: &str) -> String {
-    let sig = crate::auth::hmac_sha256_hex(
-        SECRET.as_bytes(),
-        format!("{sid}::user::{user_data}").as_bytes(),
-    );
-    json!({"event": "pusher:signin", "data": {"auth": format!("{KEY}:{sig}"), "user_data": user_data}})
-        .to_string()
-}
-
 // ---- expected messages ---------------------------------------------------------
 
 /// `s` as a JSON string literal.
@@ -1214,10 +1205,10 @@ fn terminate_user_closes_connections_on_other_nodes() {
     sim.join((A, 10), ROOM, Some(&member("100", "obs")));
     sim.connect((B, 20));
     sim.join((B, 20), ROOM, Some(&member("9", "Nine")));
-    let sid30 = sim.connect((C, 30));
-    let sid31 = sim.connect((C, 31));
-    sim.send((C, 30), &signin_msg(&sid30, r#"{"id":"9"}"#));
-    sim.send((C, 31), &signin_msg(&sid31, r#"{"id":"10"}"#));
+    sim.connect((C, 30));
+    sim.connect((C, 31));
+    sim.signin((C, 30), r#"{"id":"9"}"#);
+    sim.signin((C, 31), r#"{"id":"10"}"#);
     sim.pump();
     let out = sim.drain();
     assert!(
@@ -1414,8 +1405,8 @@ fn presence_limit_is_cluster_wide() {
 #[test]
 fn send_to_user_reaches_a_signed_in_user_on_another_node() {
     let mut sim = Sim::cluster(2);
-    let sid = sim.connect((B, 2));
-    sim.send((B, 2), &signin_msg(&sid, r#"{"id":"42"}"#));
+    sim.connect((B, 2));
+    sim.signin((B, 2), r#"{"id":"42"}"#);
     sim.pump();
     sim.drain();
     sim.trigger_on(A, &["#server-to-user-42"], "hello", "{}", None);

@@ -120,15 +120,6 @@ fn owned_by(node: usize, n: usize, prefix: &str) -> String {
         .unwrap()
 }
 
-fn signin_msg(sid: &str, user_data: &str) -> String {
-    let sig = crate::auth::hmac_sha256_hex(
-        SECRET.as_bytes(),
-        format!("{sid}::user::{user_data}").as_bytes(),
-    );
-    json!({"event": "pusher:signin", "data": {"auth": format!("{KEY}:{sig}"), "user_data": user_data}})
-        .to_string()
-}
-
 // ---- one node: occupancy --------------------------------------------------------
 
 #[test]
@@ -558,8 +549,8 @@ fn a_node_alone_sends_what_is_pending_when_it_shuts_down() {
 #[test]
 fn server_to_user_channels_have_no_webhooks() {
     let mut sim = Sim::with(hooked(&Kind::ALL));
-    let sid = sim.connect(1);
-    sim.send(1, &signin_msg(&sid, r#"{"id":"u1"}"#));
+    sim.connect(1);
+    sim.signin(1, r#"{"id":"u1"}"#);
     sim.drain();
     assert_eq!(hooks(&mut sim), Vec::<String>::new());
     assert!(state(&sim, 0).unwrap().is_empty());
