@@ -590,6 +590,20 @@ fn cluster(n: usize, kinds: &[Kind]) -> Sim {
     sim
 }
 
+/// A channel `owner` owns among nodes `0..n`, occupied by a client on A
+/// (A/1), and its `channel_occupied` sent by the owner.
+fn occupied_from_a(sim: &mut Sim, owner: usize, n: usize) -> String {
+    let ch = owned_by(owner, n, "room-");
+    sim.connect((A, 1));
+    sim.join((A, 1), &ch, None);
+    sim.pump();
+    assert_eq!(
+        cluster_hooks(sim),
+        [format!("{owner}: channel_occupied {ch}")]
+    );
+    ch
+}
+
 #[test]
 fn first_subscribers_on_two_nodes_at_the_same_instant_make_one_occupied() {
     let mut sim = cluster(2, OCCUPANCY);
@@ -753,14 +767,7 @@ fn an_owner_that_dies_right_after_sending_is_repeated_by_the_survivors() {
     // the documented window: the survivors cannot tell "sent, then died"
     // from "died before sending" when nothing came from the owner since
     let mut sim = cluster(2, OCCUPANCY);
-    let ch = owned_by(B, 2, "room-");
-    sim.connect((A, 1));
-    sim.join((A, 1), &ch, None);
-    sim.pump();
-    assert_eq!(
-        cluster_hooks(&mut sim),
-        [format!("1: channel_occupied {ch}")]
-    );
+    let ch = occupied_from_a(&mut sim, B, 2);
     sim.nodes[B].running = false;
     sim.advance(TIMEOUT + 1);
     assert_eq!(
@@ -816,14 +823,7 @@ fn subscription_count_is_sent_once_per_change_by_the_owner() {
 fn an_owner_that_dies_mid_delay_hands_its_vacate_to_the_survivors() {
     let mut sim = cluster(3, OCCUPANCY);
     // a channel C owns, whose subscriber is on A
-    let ch = owned_by(C, 3, "room-");
-    sim.connect((A, 1));
-    sim.join((A, 1), &ch, None);
-    sim.pump();
-    assert_eq!(
-        cluster_hooks(&mut sim),
-        [format!("2: channel_occupied {ch}")]
-    );
+    let ch = occupied_from_a(&mut sim, C, 3);
     sim.advance_to(10_000);
     sim.close((A, 1));
     sim.pump();
@@ -854,14 +854,7 @@ fn an_owner_that_dies_mid_delay_hands_its_vacate_to_the_survivors() {
 #[test]
 fn an_owner_that_says_bye_has_its_pending_events_sent_by_the_others() {
     let mut sim = cluster(2, OCCUPANCY);
-    let ch = owned_by(B, 2, "room-");
-    sim.connect((A, 1));
-    sim.join((A, 1), &ch, None);
-    sim.pump();
-    assert_eq!(
-        cluster_hooks(&mut sim),
-        [format!("1: channel_occupied {ch}")]
-    );
+    let ch = occupied_from_a(&mut sim, B, 2);
     sim.advance_to(10_000);
     sim.close((A, 1));
     sim.pump();
