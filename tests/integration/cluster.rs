@@ -669,7 +669,7 @@ fn cluster_restart_reaches_every_node() {
         .collect();
     let restart = thread::spawn(move || {
         let dir = TempDir::new("cluster-restart");
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let env = crate::cluster_support::str_pairs(&env);
         run_binary_in(Some(dir.path()), &env, &["restart"])
     });
     // restart publishes and exits; its output explains a failure best

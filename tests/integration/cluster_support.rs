@@ -459,6 +459,12 @@ impl RespConn {
 
 // ---- nodes ---------------------------------------------------------------------------
 
+/// Borrowed `(name, value)` pairs of an owned environment list, as
+/// `Server::start_with` and [`start_node`] take them.
+pub fn str_pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// The scaling variables for a node using `redis` (host and port form).
 pub fn scaling_env(redis: &Redis) -> Vec<(String, String)> {
     vec![
@@ -477,7 +483,7 @@ pub fn scaling_env(redis: &Redis) -> Vec<(String, String)> {
 /// connected yet (see [`form_cluster`]).
 pub fn start_node(redis: &Redis, extra: &[(&str, &str)]) -> Server {
     let env = scaling_env(redis);
-    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut all = str_pairs(&env);
     all.extend_from_slice(extra);
     Server::start_with(&APP_ENV, &all, &[])
 }

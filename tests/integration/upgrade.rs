@@ -348,7 +348,7 @@ fn an_upgrade_in_a_cluster_is_invisible_to_the_clients_of_both_nodes() {
     use crate::cluster_support::{SILENCE, SYNC_DEADLINE, scaling_env, start_node};
     let redis = crate::cluster_support::start_redis();
     let env = scaling_env(&redis);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = crate::cluster_support::str_pairs(&env);
     let a = Deployed::start_env("upgrade-cluster", &env, &[]);
     let b = start_node(&redis, &[]);
     let nodes = [&a.server, &b];
@@ -431,7 +431,7 @@ fn an_upgrade_in_a_cluster_is_invisible_to_the_clients_of_both_nodes() {
 fn events_the_other_node_publishes_during_the_switch_all_arrive_once() {
     let redis = crate::cluster_support::start_redis();
     let env = crate::cluster_support::scaling_env(&redis);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = crate::cluster_support::str_pairs(&env);
     events_during_the_switch_arrive_once(&redis, &env, "upgrade-cluster-flow");
 }
 
@@ -448,7 +448,7 @@ fn over_rediss_the_subscriber_and_its_tls_keys_are_handed_over() {
         ("SSL_CERT_FILE", ca_file.as_str()),
     ];
     let all = crate::cluster_support::scaling_env(&redis);
-    let mut all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut all = crate::cluster_support::str_pairs(&all);
     all.extend_from_slice(&env);
     events_during_the_switch_arrive_once(&redis, &all, "upgrade-rediss-flow");
 }
@@ -508,7 +508,7 @@ fn events_held_for_a_missing_redis_survive_an_upgrade() {
     use crate::cluster_support::{SILENCE, SYNC_DEADLINE, scaling_env, start_node, wait_stderr};
     let mut redis = crate::cluster_support::start_redis();
     let env = scaling_env(&redis);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = crate::cluster_support::str_pairs(&env);
     let a = Deployed::start_env("upgrade-outage-queue", &env, &[]);
     let b = start_node(&redis, &[]);
     let (mut sub_b, _) = b.pusher();
