@@ -208,12 +208,8 @@ impl Link {
             };
             let n = match &mut self.tls {
                 Some(LinkTls::Records(r)) => {
-                    let n = match read_records(r, sock)? {
-                        Some(plain) => {
-                            self.client.received(now, &plain).map_err(|e| e.0)?;
-                            plain.len().max(1)
-                        }
-                        None => return Ok(()),
+                    let Some(n) = read_records(r, sock, &mut buf, &mut self.client, now)? else {
+                        return Ok(());
                     };
                     budget = budget.saturating_sub(n);
                     self.bytes_in += n as u64;
@@ -384,37 +380,47 @@ impl Link {
     }
 }
 
-/// One read with the record layer: the incomplete record kept from the
-/// last read, then what the socket has; whole records are opened and the
-/// plaintext returned (`None`: nothing more for now). An incomplete record
-/// is kept again.
-fn read_records(r: &mut Records, sock: &mut TcpStream) -> Result<Option<Vec<u8>>, String> {
-    let mut buf = std::mem::take(&mut r.partial);
-    let have = buf.len();
-    buf.resize(have + READ_CHUNK, 0);
+/// One read with the record layer into `buf`, whole records opened in
+/// place and their plaintext handed to `client`; the bytes read, or `None`
+/// when the socket has nothing more. Only an incomplete record is copied
+/// (into `partial`, which goes first the next time).
+fn read_records(
+    r: &mut Records,
+    sock: &mut TcpStream,
+    buf: &mut [u8],
+    client: &mut Client,
+    now: u64,
+) -> Result<Option<usize>, String> {
     let n = loop {
-        match sock.read(&mut buf[have..]) {
+        match sock.read(buf) {
             Ok(0) => return Err("Redis closed the connection".into()),
             Ok(n) => break n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                buf.truncate(have);
-                r.partial = buf;
-                return Ok(None);
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("read: {e}")),
         }
     };
-    buf.truncate(have + n);
+    let mut joined;
+    let records: &mut [u8] = if r.partial.is_empty() {
+        &mut buf[..n]
+    } else {
+        joined = std::mem::take(&mut r.partial);
+        joined.extend_from_slice(&buf[..n]);
+        &mut joined
+    };
     let opened = r
-        .open(&mut buf)
+        .open(records)
         .map_err(|e| format!("TLS with Redis failed: {e}"))?;
     if opened.closed {
         return Err("Redis closed the TLS session".into());
     }
-    r.partial = buf[opened.consumed..].to_vec();
-    buf.truncate(opened.plain);
-    Ok(Some(buf))
+    if opened.consumed < records.len() {
+        r.partial = records[opened.consumed..].to_vec();
+    }
+    client
+        .received(now, &records[..opened.plain])
+        .map_err(|e| e.0)?;
+    Ok(Some(n))
 }
 
 fn resolve(t: &Target) -> Result<SocketAddr, String> {
