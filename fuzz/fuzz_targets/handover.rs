@@ -3,7 +3,8 @@
 //! then the JSON is cut and spliced with fuzzed bytes, or replaced by
 //! fuzzed bytes whole, and read back: as a hub state (`HubState`, checked,
 //! then imported into a fresh hub) and as a whole hand-over
-//! (`upgrade::Handover`, checked).
+//! (`upgrade::Handover`, checked, and its TLS record layers and webhook
+//! queues rebuilt as the new image does).
 //!
 //! Checked: nothing panics; an unchanged export is accepted and imports
 //! into a hub that exports the same state and sends nothing; whatever is
@@ -17,7 +18,9 @@ use common::{Apps, Harness, Op};
 use libfuzzer_sys::fuzz_target;
 use revurb::pusher::Hub;
 use revurb::pusher::handover::HubState;
+use revurb::tls_record::Records;
 use revurb::upgrade::Handover;
+use revurb::webhook::dispatch::Dispatcher;
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -60,7 +63,7 @@ fuzz_target!(|input: Input| {
     let bytes = input.raw.unwrap_or(bytes);
     if let Ok(st) = serde_json::from_slice::<HubState>(&bytes) {
         let _ = st.check();
-        let mut fresh = Hub::new(apps, 7, false);
+        let mut fresh = Hub::new(apps.clone(), 7, false);
         if fresh.import(h.now, st).is_ok() {
             assert!(fresh.poll_output().is_none(), "importing sends nothing");
             assert_eq!(fresh.export().check(), Ok(()));
@@ -68,5 +71,14 @@ fuzz_target!(|input: Input| {
     }
     if let Ok(hand) = serde_json::from_slice::<Handover>(&bytes) {
         let _ = hand.check();
+        // what the new image rebuilds from the file: TLS record layers and
+        // webhook queues, each refused or taken without a panic
+        let layers = hand.conns.iter().filter_map(|c| c.tls.as_ref());
+        for x in layers.chain(hand.redis.as_ref().and_then(|r| r.tls.as_ref())) {
+            let _ = Records::import(x);
+        }
+        let mut d = Dispatcher::new(0);
+        d.reconfigure(&apps);
+        let _ = d.import(h.now, hand.webhooks);
     }
 });
